@@ -1,0 +1,191 @@
+"""Artifact I/O: atomic writes, JSON provenance sidecars, CSV + Markdown tables, array stores.
+
+Every artifact goes through :func:`atomic_path`: it is written to a temporary file beside its target
+and renamed into place, so an interrupted run never leaves a partial file that a later run would
+mistake for a finished one. Nothing here unpickles: arrays are ``.npy`` loaded with
+``allow_pickle=False``, tables are CSV, models are state dicts loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Packages whose versions go into every sidecar.
+PROVENANCE_PACKAGES = (
+    "sts_utils", "numpy", "scipy", "pandas", "pywavelets", "torch", "torchvision", "lightgbm",
+    "scikit-learn", "captum", "pynwb", "ipfx", "h5py", "optuna",
+)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` only on success.
+
+    On any exception (including ``KeyboardInterrupt``) the temporary file is removed and the
+    previous content of ``target``, if any, is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_csv_atomic(df: pd.DataFrame, target: str | os.PathLike, **kwargs: Any) -> Path:
+    kwargs.setdefault("index", False)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, **kwargs)
+    return Path(target)
+
+
+def save_npy_atomic(array: np.ndarray, target: str | os.PathLike) -> Path:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return Path(target)
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def sidecar_path(artifact: str | os.PathLike) -> Path:
+    """``foo/bar.csv`` -> ``foo/bar.csv.json``; a folder artifact gets ``<folder>/params.json``."""
+    artifact = Path(artifact)
+    if artifact.is_dir():
+        return artifact / "params.json"
+    return artifact.with_name(artifact.name + ".json")
+
+
+def write_sidecar(
+    artifact: str | os.PathLike,
+    params: Mapping[str, Any],
+    seed: int | None = None,
+    inputs: Mapping[str, str | os.PathLike] | list[str | os.PathLike] | None = None,
+    stage: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    path: str | os.PathLike | None = None,
+) -> Path:
+    """Write the JSON provenance record of an artifact.
+
+    Parameters
+    ----------
+    artifact
+        The artifact described (file or folder).
+    params
+        The stage's parameters.
+    seed
+        The stage's seed.
+    inputs
+        Input files (name -> path or list of paths); each is recorded with its SHA-256, or as
+        missing, so a reader can tell which inputs produced the artifact.
+    stage, extra
+        Stage name and any additional fields (counts, warnings).
+    path
+        Where to write the sidecar (default :func:`sidecar_path`).
+    """
+    if isinstance(inputs, (list, tuple)):
+        inputs = {Path(p).name: p for p in inputs}
+    hashed: dict[str, Any] = {}
+    for name, p in (inputs or {}).items():
+        p = Path(p)
+        hashed[name] = {"path": str(p), "sha256": file_sha256(p) if p.is_file() else None}
+    record = {
+        "artifact": str(artifact),
+        "stage": stage,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "params": _jsonable(dict(params)),
+        "inputs": hashed,
+        "versions": package_versions(),
+    }
+    if extra:
+        record.update(_jsonable(dict(extra)))
+    out = Path(path) if path is not None else sidecar_path(artifact)
+    write_text_atomic(out, json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
+    return out
+
+
+def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(sidecar_path(artifact).read_text())
+
+
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str = "", float_format: str = "{:.3f}") -> tuple[Path, Path]:
+    """Write ``stem.csv`` and ``stem.md`` (a Markdown table with an optional caption) atomically."""
+    stem = Path(stem)
+    csv_path = write_csv_atomic(df, stem.with_suffix(".csv"))
+    md = df_to_markdown(df, float_format=float_format)
+    if caption:
+        md = f"{caption}\n\n{md}"
+    md_path = write_text_atomic(stem.with_suffix(".md"), md + "\n")
+    return csv_path, md_path
+
+
+def df_to_markdown(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """Markdown pipe table without the optional ``tabulate`` dependency."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else float_format.format(v)
+        return str(v).replace("|", "\\|")
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Splitting stage: the paper's split where a dataset has one, otherwise a seeded stratified split.
+
+``splits.csv`` has one row per (specimen, repeat): ``specimen_id``, ``split`` (``train``/``test``),
+``repeat`` (0 .. N_REPEATS-1). Every stage that trains or tests (CNNs, baseline) reads this file, so
+the models are compared on exactly the same cells.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedShuffleSplit
+
+from .config import CLASSES, dataset_dir
+from .io import write_csv_atomic, write_sidecar
+
+
+def stratified_splits(cells: pd.DataFrame, test_fraction: float = 0.2, n_repeats: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Seeded stratified train/test splits of ``cells`` (``specimen_id``, ``label``), ``n_repeats`` times."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if n_repeats < 1:
+        raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
+    unknown = set(cells["label"]) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"cannot split cells with labels {sorted(unknown)}; expected only {CLASSES}")
+    counts = cells["label"].value_counts()
+    if (counts < 2).any():
+        raise ValueError(f"every class needs at least 2 cells to be split; counts: {counts.to_dict()}")
+    cells = cells.sort_values("specimen_id").reset_index(drop=True)
+    n_classes = cells["label"].nunique()
+    # tiny cohorts: at least one test cell per class (a rounded fraction could leave a class out)
+    test_size = max(int(round(test_fraction * len(cells))), n_classes)
+    if len(cells) - test_size < n_classes:
+        raise ValueError(f"{len(cells)} cells are too few for a stratified split of {n_classes} classes")
+    sss = StratifiedShuffleSplit(n_splits=n_repeats, test_size=test_size, random_state=seed)
+    frames = []
+    for r, (train, test) in enumerate(sss.split(cells["specimen_id"], cells["label"])):
+        split = np.where(np.isin(np.arange(len(cells)), test), "test", "train")
+        frames.append(pd.DataFrame({"specimen_id": cells["specimen_id"].to_numpy(), "split": split, "repeat": r}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def paper_splits(cells: pd.DataFrame, paper_split: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Restrict the published split to the cells at hand; report its coverage."""
+    merged = cells[["specimen_id"]].merge(paper_split[["specimen_id", "split"]], on="specimen_id", how="left")
+    coverage = {
+        "cells_with_scalograms": int(len(cells)),
+        "in_paper_split": int(merged["split"].notna().sum()),
+        "paper_split_size": int(len(paper_split)),
+        "paper_cells_missing_here": int((~paper_split["specimen_id"].isin(cells["specimen_id"])).sum()),
+    }
+    merged = merged.dropna(subset=["split"])
+    merged["repeat"] = 0
+    return merged.reset_index(drop=True), coverage
+
+
+def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fraction: float = 0.2, n_repeats: int = 1,
+                seed: int = 0) -> dict:
+    """Write ``splits.csv`` for the cells that have a scalogram (labels from ``cells.csv``).
+
+    For ``allen`` the paper's split (column ``split`` of ``cells.csv``) is used as published.
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    index = pd.read_csv(ddir / "scalograms" / "index.csv")
+    cells = pd.read_csv(ddir / "cells.csv")
+    usable = cells[cells["specimen_id"].isin(index["specimen_id"]) & cells["label"].isin(CLASSES)]
+    coverage = None
+    if "split" in cells.columns and cells["split"].notna().any():
+        splits, coverage = paper_splits(usable, cells[["specimen_id", "split"]].dropna())
+    else:
+        splits = stratified_splits(usable[["specimen_id", "label"]], test_fraction, n_repeats, seed)
+    path = write_csv_atomic(splits, ddir / "splits.csv")
+    write_sidecar(path, {"dataset": dataset, "test_fraction": test_fraction, "n_repeats": n_repeats,
+                         "source": "paper" if coverage else "stratified"},
+                  seed=seed, inputs={"index.csv": ddir / "scalograms" / "index.csv", "cells.csv": ddir / "cells.csv"},
+                  stage="splitting", extra={"coverage": coverage})
+    return {"splits": splits, "coverage": coverage, "counts": split_counts(splits, usable)}
+
+
+def split_counts(splits: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells per class and split (repeat 0)."""
+    df = splits[splits["repeat"] == 0].merge(cells[["specimen_id", "label"]], on="specimen_id")
+    table = pd.crosstab(df["label"], df["split"]).reindex(CLASSES).fillna(0).astype(int)
+    table["total"] = table.sum(axis=1)
+    return table.reset_index()
+
+
+def load_split(dataset: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> pd.DataFrame:
+    """``specimen_id``, ``split``, ``label`` of one repeat, with a check that no specimen is in both splits."""
+    ddir = dataset_dir(dataset, data_dir)
+    splits = pd.read_csv(ddir / "splits.csv")
+    splits = splits[splits["repeat"] == repeat]
+    if splits["specimen_id"].duplicated().any():
+        raise ValueError(f"{ddir / 'splits.csv'}: a specimen appears twice in repeat {repeat}")
+    cells = pd.read_csv(ddir / "cells.csv")[["specimen_id", "label"]]
+    return splits.merge(cells, on="specimen_id", how="left")
+
+
+def n_repeats_of(dataset: str, data_dir: str | os.PathLike | None = None) -> int:
+    return int(pd.read_csv(dataset_dir(dataset, data_dir) / "splits.csv")["repeat"].max()) + 1
