@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import CLASSES, UNSURE, check_dataset, dataset_dir, logger, raw_dir
 from .io import write_csv_atomic, write_sidecar

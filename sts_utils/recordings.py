@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import CLASSES, UNSURE, logger, raw_dir
 from .io import file_sha256, write_csv_atomic, write_text_atomic

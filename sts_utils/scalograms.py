@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pywt
 from scipy import signal as sps
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import CLASSES, dataset_dir, logger
 from .io import atomic_path, load_npy, save_npy_atomic, write_csv_atomic, write_sidecar, write_text_atomic

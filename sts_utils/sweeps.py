@@ -120,3 +120,27 @@ def select_suprathreshold_sweeps(
         chosen.append(int(best["sweep_number"]))
         amps.append(float(best["amplitude_pa"]))
     return Selection(rheobase, rheo_sweep, tuple(chosen), tuple(amps))
+
+
+def spike_count_table(cell_sweeps: pd.DataFrame, root) -> pd.DataFrame:
+    """Spikes inside the step of every long-square sweep of one cell (ipfx detection).
+
+    Returns ``sweep_number``, ``amplitude_pa``, ``n_spikes``, ``rate_hz`` (spikes / step duration),
+    and ``n_spikes_after_step`` (rebound spikes within 0.2 s after the step).
+    """
+    from .recordings import load_sweep
+
+    rows = []
+    ls = cell_sweeps[cell_sweeps["stimulus_kind"] == "Long Square"].dropna(subset=["amplitude_pa", "stim_start_s"])
+    for r in ls.sort_values("amplitude_pa").itertuples(index=False):
+        sw = load_sweep(r._asdict(), root)
+        if not np.isfinite(sw.v_mv).all():
+            continue
+        spikes = detect_spikes(sw.t_s, sw.v_mv, sw.i_pa, None, None)
+        t = spikes["threshold_t"].to_numpy() if len(spikes) else np.array([])
+        n_in = count_spikes_in_window(t, r.stim_start_s, r.stim_end_s)
+        rows.append({"sweep_number": int(r.sweep_number), "amplitude_pa": float(r.amplitude_pa), "n_spikes": n_in,
+                     "rate_hz": n_in / float(r.stim_end_s - r.stim_start_s),
+                     "n_spikes_after_step": count_spikes_in_window(t, r.stim_end_s + 1e-3, r.stim_end_s + 0.2),
+                     "width_s": float(spikes["width"].iloc[0]) if len(spikes) and "width" in spikes else np.nan})
+    return pd.DataFrame(rows)

@@ -23,7 +23,7 @@ import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import CLASSES, logger, seed_everything
 from .models import build_model, get_device
@@ -288,3 +288,27 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
     path = save_checkpoint(model, config, out)
     logger.info("%s: best epoch %d, weights %s -> %s", backbone, info["best_epoch"], info["model"]["weights"], path)
     return {"model": model, "history": history, "trials": trials, "config": config, "path": path}
+
+
+#: Run profiles of notebook 04. ``demo`` keeps all four backbones within minutes on 2 CPU cores
+#: (smaller images, few epochs and trials); ``paper`` is the paper-sized configuration for real data.
+PROFILES = {
+    "demo": {"image_size": {"resnet18": 64, "inception_v3": 80, "densenet121": 64, "mobilenet_v2": 64},
+             "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 4},
+    "paper": {"image_size": {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224},
+              "epochs": 50, "batch_size": 16, "lr": 1e-4, "patience": 7, "n_trials": 20, "n_folds": 3, "trial_epochs": 15},
+}
+
+
+def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict) -> dict:
+    """Settings of a run: the profile's values (``auto``: demo on ``demo``, paper otherwise) with the
+    notebook parameters that are not ``None`` on top."""
+    if profile == "auto":
+        profile = "demo" if dataset == "demo" else "paper"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected auto, {', '.join(PROFILES)}")
+    base = dict(PROFILES[profile])
+    base["image_size"] = base["image_size"][backbone]
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base["profile"] = profile
+    return base

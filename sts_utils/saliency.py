@@ -1,0 +1,178 @@
+"""Saliency stage: captum attributions on scalograms, per-class maps, and a deletion test.
+
+Methods (captum): ``saliency`` (the paper's: |gradient|, reduced with max over input channels for the
+paper-style map), ``integrated_gradients`` (zero-power baseline), and ``gradcam`` on each backbone's
+last convolutional block (:func:`sts_utils.models.last_conv_block`), upsampled bilinearly.
+
+Because :class:`~sts_utils.models.ScalogramClassifier` does the channel mapping, resizing and
+normalisation inside ``forward``, every attribution is taken with respect to the stored scalogram:
+its axes are (sweep channel, frequency row, time bin), i.e. directly ``freqs_hz`` x ``times_s``.
+Grad-CAM maps live on the backbone's feature grid, which covers the resized image and therefore the
+scalogram uniformly; they are interpolated to (frequency, time) and shared by both channels.
+
+Faithfulness is measured with a deletion test: the top-k % pixels by attribution are set to the
+baseline value (0, no power) and the drop of the true-class probability and of balanced accuracy is
+compared with deleting the same number of random pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from .config import CLASSES
+
+METHODS: tuple[str, ...] = ("saliency", "integrated_gradients", "gradcam")
+DELETION_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def attribute(model, x: torch.Tensor, target: torch.Tensor | np.ndarray | list[int], method: str,
+              ig_steps: int = 32, batch_size: int = 16) -> np.ndarray:
+    """Attributions with the input's shape (cells x channels x scales x times), float32.
+
+    ``saliency`` and ``gradcam`` are non-negative; ``integrated_gradients`` is signed (positive =
+    evidence for the target class).
+    """
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
+
+    from .models import last_conv_block
+
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
+    model.eval()
+    device = next(model.parameters()).device
+    target = torch.as_tensor(np.asarray(target), dtype=torch.long)
+    out = []
+    for s in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[s:s + batch_size], dtype=torch.float32, device=device).requires_grad_(True)
+        tb = target[s:s + batch_size].to(device)
+        if method == "saliency":
+            a = Saliency(model).attribute(xb, target=tb, abs=True)
+        elif method == "integrated_gradients":
+            a = IntegratedGradients(model).attribute(xb, baselines=torch.zeros_like(xb), target=tb, n_steps=ig_steps,
+                                                     internal_batch_size=batch_size)
+        else:
+            layer = last_conv_block(model)
+            cam = LayerGradCam(model, layer).attribute(xb, target=tb, relu_attributions=True)
+            cam = LayerAttribution.interpolate(cam, tuple(xb.shape[-2:]), interpolate_mode="bilinear")
+            a = cam.expand(-1, xb.shape[1], -1, -1)
+        out.append(a.detach().float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, *x.shape[1:]), dtype=np.float32)
+
+
+def paper_style_map(attr: np.ndarray) -> np.ndarray:
+    """The paper's saliency map: max of |attribution| over input channels (cells x scales x times)."""
+    return np.abs(attr).max(axis=1)
+
+
+def example_cells(pred: pd.DataFrame) -> dict[str, int]:
+    """Per class, the most confident correctly classified test cell (ties: lowest specimen id)."""
+    out = {}
+    for c in CLASSES:
+        g = pred[(pred["true"] == c) & (pred["pred"] == c)]
+        if g.empty:
+            continue
+        g = g.assign(conf=g[f"p_{c}"]).sort_values(["conf", "specimen_id"], ascending=[False, True])
+        out[c] = int(g["specimen_id"].iloc[0])
+    return out
+
+
+def normalise_map(a: np.ndarray) -> np.ndarray:
+    """Scale a map so that its positive mass sums to one (negative evidence set to zero)."""
+    pos = np.clip(a, 0, None)
+    total = pos.sum()
+    return pos / total if total > 0 else pos
+
+
+def class_mean_maps(attr: np.ndarray, labels: list[str], correct: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean normalised attribution (channels x scales x times) over the correctly classified cells of each class."""
+    out = {}
+    labels = np.asarray(labels)
+    for c in CLASSES:
+        sel = (labels == c) & correct
+        if sel.any():
+            out[c] = np.mean([normalise_map(a) for a in attr[sel]], axis=0)
+    return out
+
+
+def describe_map(m: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray, stim_end_s: float) -> dict:
+    """Where the attribution mass of a (channels x scales x times) map lies, in Hz and s.
+
+    Returns the mass-weighted median frequency and time, the share of mass in the first 100 ms of
+    the step, after the step, above 100 Hz, and on channel 0.
+    """
+    m = normalise_map(m)
+    if m.sum() == 0:
+        return {}
+    by_freq = m.sum(axis=(0, 2))
+    by_time = m.sum(axis=(0, 1))
+    def wmedian(values, weights):
+        cw = np.cumsum(weights) / weights.sum()
+        return float(values[np.searchsorted(cw, 0.5)])
+    return {
+        "median_freq_hz": wmedian(np.asarray(freqs_hz), by_freq),
+        "median_time_s": wmedian(np.asarray(times_s), by_time),
+        "share_first_100ms": float(by_time[(times_s >= 0) & (times_s < 0.1)].sum()),
+        "share_after_step": float(by_time[times_s > stim_end_s].sum()),
+        "share_above_100hz": float(by_freq[np.asarray(freqs_hz) > 100].sum()),
+        "share_channel0": float(m[0].sum()) if m.shape[0] > 1 else 1.0,
+    }
+
+
+@torch.no_grad()
+def _probabilities(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    from .training import predict_proba
+
+    return predict_proba(model, torch.as_tensor(x, dtype=torch.float32), batch_size=batch_size)
+
+
+def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: float = 0.0) -> np.ndarray:
+    """Copy of ``x`` with each cell's top ``fraction`` of pixels (by ``ranking``, all channels) set to ``baseline``."""
+    out = x.copy()
+    n_pix = int(np.prod(x.shape[1:]))
+    k = int(round(fraction * n_pix))
+    if k == 0:
+        return out
+    flat = out.reshape(len(x), -1)
+    idx = np.argpartition(-ranking.reshape(len(x), -1), k - 1, axis=1)[:, :k]
+    np.put_along_axis(flat, idx, baseline, axis=1)
+    return flat.reshape(x.shape)
+
+
+def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fractions=DELETION_FRACTIONS,
+                   baseline: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """True-class probability and balanced accuracy after deleting top-attributed vs random pixels."""
+    from .evaluation import balanced_accuracy
+
+    rng = np.random.default_rng(seed)
+    random_rank = rng.random(attr.shape).astype(np.float32)
+    rows = []
+    for kind, rank in (("attribution", attr), ("random", random_rank)):
+        for f in fractions:
+            p = _probabilities(model, delete_top(x, rank, f, baseline))
+            rows.append({"deleted": kind, "fraction": f, "p_true": float(p[np.arange(len(y)), y].mean()),
+                         "balanced_accuracy": balanced_accuracy(y, p.argmax(1))})
+    return pd.DataFrame(rows)
+
+
+def deletion_areas(curves: pd.DataFrame) -> pd.DataFrame:
+    """Area under the p_true deletion curve (lower = more faithful) per group and deleted kind."""
+    keys = [c for c in ("backbone", "method") if c in curves.columns]
+    rows = []
+    for key, g in curves.groupby(keys + ["deleted"]):
+        g = g.sort_values("fraction")
+        x, yv = g["fraction"].to_numpy(), g["p_true"].to_numpy()
+        area = float(np.sum((x[1:] - x[:-1]) * (yv[1:] + yv[:-1]) / 2) / (x[-1] - x[0])) if len(x) > 1 else float("nan")
+        rows.append({**dict(zip(keys + ["deleted"], key if isinstance(key, tuple) else (key,))), "area_p_true": area})
+    return pd.DataFrame(rows)
+
+
+def overlay(ax, scalogram: np.ndarray, attribution: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray, title: str = ""):
+    """Paper-style overlay: scalogram in grey, attribution in colour, time (s) x frequency (Hz, log)."""
+    ax.pcolormesh(times_s, freqs_hz, scalogram, cmap="Greys", shading="auto")
+    a = attribution / attribution.max() if attribution.max() > 0 else attribution
+    ax.pcolormesh(times_s, freqs_hz, np.ma.masked_less(a, 0.15), cmap="inferno", alpha=0.6, shading="auto", vmin=0, vmax=1)
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=8)
+    return ax
