@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny simulated cohort (generated once per session), paths to the shared real data."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("STS_OFFLINE", "1")  # tests never download anything
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A 3-cells-per-class demo cohort with scalograms and a split, in a session temp data folder."""
+    from sts_utils.datasets import acquire
+    from sts_utils.scalograms import compute_scalograms
+    from sts_utils.splits import make_splits
+
+    data_dir = tmp_path_factory.mktemp("data")
+    acquire("demo", data_dir, seed=0, n_cells=3, n_jobs=2)
+    compute_scalograms("demo", data_dir, n_jobs=1, progress=False)
+    make_splits("demo", data_dir, test_fraction=0.25, seed=0)
+    return data_dir
+
+
+@pytest.fixture
+def teeter_data_dir(tmp_path, shared_data) -> Path:
+    """A data folder whose teeter2018 cache holds the shared real files (as a user would copy them)."""
+    raw = tmp_path / "teeter2018" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("GLIF_clustering", "mouse_struc_data_dir"):
+        (raw / name).symlink_to(shared_data / "teeter2018" / name)
+    return tmp_path

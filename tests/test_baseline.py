@@ -1,0 +1,68 @@
+"""LightGBM baseline: learns a planted signal, SHAP adds up, the paper's feature selection, bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sts_utils import baseline, features
+from sts_utils.config import CLASSES
+
+
+def planted(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    X = pd.DataFrame(rng.standard_normal((n, 6)), columns=[f"f{k}" for k in range(6)])
+    X["f0"] += 2.5 * (y == 0) - 2.5 * (y == 1)
+    X["f3"] += 2.5 * (y == 2) - 1.0 * (y == 3)
+    X.loc[rng.random(n) < 0.1, "f5"] = np.nan  # LightGBM handles missing values natively
+    return X, y
+
+
+def test_planted_signal_is_learned_far_above_chance():
+    X, y = planted()
+    model, best, trials = baseline.search_lightgbm(X[:180], y[:180], n_iter=4, seed=0, progress=False)
+    acc = (model.predict(X[180:]) == y[180:]).mean()
+    assert acc > 0.7 and len(trials) == 4 and set(best) == set(baseline.LGBM_SPACE)
+
+
+def test_shap_contributions_plus_expected_value_equal_raw_margin():
+    X, y = planted()
+    model, _, _ = baseline.search_lightgbm(X, y, n_iter=0, seed=0, progress=False)
+    contrib = baseline.shap_contributions(model, X)
+    assert contrib.shape == (len(X), X.shape[1] + 1, 4)
+    np.testing.assert_allclose(contrib.sum(axis=1), baseline.raw_margin(model, X), rtol=1e-6, atol=1e-6)
+    imp = baseline.importance_table(contrib, list(X.columns))
+    assert set(imp.feature[:2]) == {"f0", "f3"}
+
+
+def test_same_seed_same_model():
+    X, y = planted()
+    a, _, _ = baseline.search_lightgbm(X, y, n_iter=3, seed=1, progress=False)
+    b, _, _ = baseline.search_lightgbm(X, y, n_iter=3, seed=1, progress=False)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_paper_feature_selection_on_the_shared_sample_tables(shared_data):
+    clamp = features.read_feature_table(shared_data / "sts_paper" / "sample_PatchClamp_EP_features.csv")
+    seq = features.read_feature_table(shared_data / "sts_paper" / "sample_PatchSeq_EP_features.csv")
+    assert clamp.specimen_id.dtype == np.int64 and seq.specimen_id.dtype == np.int64
+    table = features.select_features([clamp, seq], "paper")
+    cols = [c for c in table.columns if c != "specimen_id"]
+    assert len(cols) == 15
+    assert {"f_i_curve_slope", "adaptation", "latency", "threshold_t_long_square", "upstroke_downstroke_ratio_long_square"} <= set(cols)
+    assert "average_ISI" not in cols and "had_burst" not in cols  # dropped by the paper's own renames
+    assert len(table) == 96
+    onset_free = features.select_features([clamp, seq], "all")
+    assert "threshold_t_long_square" not in onset_free and "peak_dt_long_square" in onset_free
+
+
+def test_bad_input_gets_clear_errors_or_counted_skips(tmp_path):
+    p = tmp_path / "f.csv"
+    pd.DataFrame({"cell": [1, 2], "x": [1.0, 2.0]}).to_csv(p, index=False)
+    with pytest.raises(ValueError, match="key column"):
+        features.read_feature_table(p)
+    feats = pd.DataFrame({"specimen_id": [1, 2, 3], "x": [1.0, np.nan, 3.0], "z": [0.5, np.nan, 1.0]})
+    labels = pd.DataFrame({"specimen_id": [1, 2, 3, 4], "label": ["Pvalb", "Sst", "Sst", "Pvalb"]})
+    X, y, ids, skipped = baseline.prepare_xy(feats, labels)
+    assert list(ids) == [1, 3] and skipped == {"no_feature_values": 1, "without_features": 1}
+    with pytest.raises(ValueError, match="unknown class"):
+        baseline.prepare_xy(feats, labels.assign(label=["Pvalb", "Unsure", "Sst", "Sst"]))

@@ -1,0 +1,44 @@
+"""`make paper` end to end on a tiny demo configuration: outputs, up-to-date skip, partial redo."""
+import os
+import subprocess
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+TINY = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75",
+        "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "TEST_FRACTION=0.25"]
+
+
+def make(tmp_path, *args):
+    dirs = [f"DATA_DIR={tmp_path / 'data'}", f"FIGURES_DIR={tmp_path / 'figures'}", f"BUILD_DIR={tmp_path / 'build'}"]
+    env = {**os.environ, "STS_OFFLINE": "1"}
+    return subprocess.run(["make", *args, *dirs, *TINY], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
+
+
+def runner_lines(out: str) -> list[str]:
+    lines = [line.split() for line in out.splitlines() if "sts_utils.runner" in line]
+    return [words[words.index("sts_utils.runner") + 1] for words in lines]
+
+
+def test_make_paper_on_tiny_demo(tmp_path):
+    r = make(tmp_path, "paper")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    figs = tmp_path / "figures" / "demo"
+    table = pd.read_csv(figs / "results_table.csv")
+    assert set(table.model) == {"resnet18", "inception_v3", "densenet121", "mobilenet_v2", "lightgbm"}
+    for f in ["confusion_panel.png", "saliency_grid.png", "saliency_deletion.png", "deletion_table.csv",
+              "baseline_confusion.png", "baseline_shap_Pvalb.png", "audit.png"]:
+        assert (figs / f).exists(), f
+    for nb in ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "07_baseline", "05_testing", "06_saliency"]:
+        assert (tmp_path / "build" / "demo" / f"{nb}.ipynb").exists(), nb
+    # nothing to redo
+    r = make(tmp_path, "-n", "paper")
+    assert runner_lines(r.stdout) == []
+    # deleting the baseline predictions redoes the baseline and what depends on it, nothing else
+    (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
+    r = make(tmp_path, "-n", "paper")
+    assert runner_lines(r.stdout) == ["notebooks/07_baseline.py", "notebooks/05_testing.py", "notebooks/06_saliency.py"]

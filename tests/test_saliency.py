@@ -1,0 +1,78 @@
+"""Attributions on a toy model with a known answer, the deletion test, and all four backbones."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sts_utils import saliency
+from sts_utils.models import BACKBONES, build_model
+
+
+class PatchModel(nn.Module):
+    """Logit of class 0 = total input inside a fixed (frequency, time) patch; other logits fixed."""
+
+    backbone_name = "toy"
+
+    def __init__(self, shape=(2, 20, 30), patch=(slice(5, 10), slice(12, 20))):
+        super().__init__()
+        mask = torch.zeros(shape)
+        mask[:, patch[0], patch[1]] = 1.0
+        self.register_buffer("mask", mask)
+        self.features = nn.Identity()  # the "last conv block": its output is the masked input
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        a = self.features(x * self.mask)
+        logit0 = a.sum(dim=(1, 2, 3)) * self.scale / 10.0
+        return torch.stack([logit0, torch.zeros_like(logit0) + 2.0, torch.zeros_like(logit0), torch.zeros_like(logit0)], 1)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    model = PatchModel()
+    monkeypatch.setattr("sts_utils.models.last_conv_block", lambda m: m.features)
+    x = torch.rand(6, 2, 20, 30).numpy()
+    return model, x, model.mask.numpy().astype(bool)
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_every_method_puts_the_mass_inside_the_patch(toy, method):
+    model, x, inside = toy
+    attr = saliency.attribute(model, x, np.zeros(len(x), dtype=int), method, ig_steps=8)
+    assert attr.shape == x.shape
+    pos = np.clip(attr, 0, None)
+    share = pos[:, inside].sum() / pos.sum()
+    assert share > 0.9, share
+
+
+def test_deletion_of_top_pixels_hurts_more_than_random(toy):
+    model, x, _ = toy
+    y = np.zeros(len(x), dtype=int)
+    attr = saliency.attribute(model, x, y, "saliency")
+    curves = saliency.deletion_curve(model, x, y, attr, fractions=(0.0, 0.05, 0.1), seed=0)
+    top = curves[curves.deleted == "attribution"].set_index("fraction").p_true
+    rnd = curves[curves.deleted == "random"].set_index("fraction").p_true
+    assert top[0.0] == rnd[0.0]
+    assert top[0.1] < rnd[0.1] - 0.05
+    areas = saliency.deletion_areas(curves.assign(backbone="toy", method="saliency"))
+    assert areas.set_index("deleted").area_p_true["attribution"] < areas.set_index("deleted").area_p_true["random"]
+
+
+def test_example_cell_is_the_most_confident_correct_one():
+    import pandas as pd
+
+    pred = pd.DataFrame({"specimen_id": [1, 2, 3], "true": ["Sst"] * 3, "pred": ["Sst", "Sst", "Pvalb"],
+                         "p_Sst": [0.6, 0.9, 0.95]})
+    assert saliency.example_cells(pred) == {"Sst": 2}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_methods_run_on_every_backbone_and_keep_scalogram_axes(backbone):
+    size = 75 if backbone == "inception_v3" else 32
+    model, _ = build_model(backbone, pretrained="none", image_size=size)
+    x = torch.rand(2, 2, 18, 40).numpy()
+    for method in saliency.METHODS:
+        a = saliency.attribute(model, x, [0, 3], method, ig_steps=2)
+        assert a.shape == x.shape and np.isfinite(a).all()
+    d = saliency.describe_map(np.abs(a[0]), np.geomspace(2, 1000, 18), np.linspace(-0.1, 1.1, 40), 1.0)
+    assert 2 <= d["median_freq_hz"] <= 1000 and 0 <= d["share_channel0"] <= 1

@@ -1,0 +1,106 @@
+"""Scalograms: frequencies land in the right rows; the store round-trips; a run resumes."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sts_utils import scalograms as sc
+from sts_utils.scalograms import ScalogramParams, ScalogramStore, compute_scalograms
+
+
+FS = 4000.0
+N = 4800
+
+
+def freqs():
+    return ScalogramParams().frequencies_hz(N / FS)
+
+
+@pytest.mark.parametrize("f", [8.0, 40.0, 150.0, 600.0])
+def test_sine_peaks_in_its_frequency_row(f):
+    t = np.arange(N) / FS
+    img = sc.multirate_cwt_modulus(np.sin(2 * np.pi * f * t), FS, freqs(), 480)
+    power = img[:, 60:-60].mean(axis=1)
+    peak = freqs()[np.argmax(power)]
+    assert abs(np.log(peak / f)) < np.log(1.08), (f, peak)
+
+
+@pytest.mark.parametrize("rate", [10.0, 25.0, 60.0])
+def test_regular_spike_train_has_its_ridge_at_the_firing_rate(rate):
+    window = 3.2
+    spikes = np.arange(0.05, window, 1.0 / rate)
+    x = sc.bin_spike_train(spikes, 0.0, window, N)
+    fs = N / window
+    fr = ScalogramParams(f_max_hz=200.0).frequencies_hz(window)
+    img = sc.multirate_cwt_modulus(x, fs, fr, 480)
+    low = fr < 1.5 * rate  # the ridge is the lowest strong band: the fundamental
+    peak = fr[low][np.argmax(img[low][:, 60:-60].mean(axis=1))]
+    assert abs(np.log(peak / rate)) < np.log(1.1), (rate, peak)
+
+
+def test_multirate_equals_full_rate_cwt_averaged_to_the_stored_grid():
+    rng = np.random.default_rng(0)
+    t = np.arange(N) / FS
+    x = np.sin(2 * np.pi * 30 * t) * (t > 0.3) + 0.3 * np.sin(2 * np.pi * 300 * t) + 0.2 * rng.standard_normal(N)
+    fr = freqs()
+    fast = sc.multirate_cwt_modulus(x, FS, fr, 480)
+    full = sc.resample_rows(sc.cwt_modulus(x, FS, fr), 480)
+    inner = slice(40, -40)
+    r = np.corrcoef(fast[:, inner].ravel(), full[:, inner].ravel())[0, 1]
+    assert r > 0.99
+    assert np.median(np.abs(fast[:, inner] - full[:, inner]) / (full[:, inner].max())) < 0.02
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError):
+        ScalogramParams(signal="current")
+    with pytest.raises(ValueError):
+        ScalogramParams(store_times=5000)
+    with pytest.raises(ValueError):
+        ScalogramParams(f_max_hz=3000.0).frequencies_hz(1.2)
+
+
+def test_store_round_trip_and_size(tiny_demo):
+    store = ScalogramStore.load("demo", tiny_demo)
+    assert store.images.dtype == np.float16
+    assert store.images.shape[1:] == (2, 180, 480)
+    assert store.images[0].nbytes <= 350_000  # <= 1/20 of the paper's 6.9 MB per cell
+    params = json.loads((tiny_demo / "demo" / "scalograms" / "params.json").read_text())
+    shard_dir = tiny_demo / "demo" / "scalograms" / params["params"]["shard_dir"]
+    for r in store.index.itertuples():
+        assert np.array_equal(np.load(shard_dir / f"{r.specimen_id}.npy"), store.images[r.row])
+    assert np.isclose(float(np.asarray(store.images, dtype=np.float32).max()), 1.0, atol=1e-3)
+    assert store.freqs_hz[0] < store.freqs_hz[-1]
+
+
+def test_scalograms_are_deterministic_and_resume_only_the_rest(tiny_demo, monkeypatch):
+    ddir = tiny_demo / "demo" / "scalograms"
+    before = np.load(ddir / "scalograms.npy")
+    params = json.loads((ddir / "params.json").read_text())
+    shard_dir = ddir / params["params"]["shard_dir"]
+    victims = sorted(shard_dir.glob("*.json"))[:2]
+    for v in victims:
+        v.unlink()
+        v.with_suffix(".npy").unlink(missing_ok=True)
+    computed = []
+    real = sc._process_cell
+    monkeypatch.setattr(sc, "_process_cell", lambda job: computed.append(job[0]) or real(job))
+    compute_scalograms("demo", tiny_demo, n_jobs=1, progress=False)
+    assert sorted(computed) == sorted(int(v.stem) for v in victims)
+    assert np.array_equal(np.load(ddir / "scalograms.npy"), before)
+
+
+def test_onset_alignment_gives_identical_images_for_shifted_recordings():
+    """The same response recorded with the stimulus 0.3 s later gives the same scalogram."""
+    rate = 50_000.0
+    rng = np.random.default_rng(1)
+    resp = -70 + rng.standard_normal(int(1.4 * rate)).cumsum() * 0.01
+    t1 = np.arange(len(resp)) / rate
+    pad = np.full(int(0.3 * rate), resp[0])
+    t2 = np.arange(len(resp) + len(pad)) / rate
+    shifted = np.concatenate([pad, resp])
+    p = ScalogramParams()
+    a = sc.resample_window(t1, resp, 0.2 - p.pre_s, 1.2 + p.post_s, p.n_times)
+    b = sc.resample_window(t2, shifted, 0.5 - p.pre_s, 1.5 + p.post_s, p.n_times)
+    np.testing.assert_allclose(a, b, atol=1e-9)

@@ -1,0 +1,34 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sts_utils.splits import stratified_splits
+
+
+def cohort():
+    labels = ["Excitatory"] * 60 + ["Pvalb"] * 20 + ["Sst"] * 12 + ["Vip/Lamp5"] * 8
+    return pd.DataFrame({"specimen_id": np.arange(1000, 1100), "label": labels})
+
+
+def test_splits_are_stratified_disjoint_and_reproducible():
+    cells = cohort()
+    s = stratified_splits(cells, test_fraction=0.25, n_repeats=3, seed=4)
+    for r, g in s.groupby("repeat"):
+        assert not g.specimen_id.duplicated().any()
+        assert set(g.specimen_id) == set(cells.specimen_id)
+        test = g[g.split == "test"].merge(cells, on="specimen_id")
+        frac = test.label.value_counts() / cells.label.value_counts()
+        assert frac.between(0.15, 0.35).all()
+    assert s.equals(stratified_splits(cells, test_fraction=0.25, n_repeats=3, seed=4))
+    assert not s.equals(stratified_splits(cells, test_fraction=0.25, n_repeats=3, seed=5))
+    t0 = set(s[(s.repeat == 0) & (s.split == "test")].specimen_id)
+    t1 = set(s[(s.repeat == 1) & (s.split == "test")].specimen_id)
+    assert t0 != t1
+
+
+def test_split_rejects_unknown_labels_and_bad_fraction():
+    cells = cohort()
+    with pytest.raises(ValueError, match="Unsure"):
+        stratified_splits(cells.assign(label=["Unsure"] + list(cells.label[1:])))
+    with pytest.raises(ValueError):
+        stratified_splits(cells, test_fraction=1.5)
