@@ -144,10 +144,10 @@ io.write_table(areas.pivot_table(index=["backbone", "method"], columns="deleted"
 fig, axes = plt.subplots(1, len(BACKBONES), figsize=(3.6 * len(BACKBONES), 3), squeeze=False, sharey=True)
 for ax, b in zip(axes[0], BACKBONES):
     for k, m in enumerate(METHODS):
-        g = curves[(curves.backbone == b) & (curves.method == m)]
-        for kind, ls in (("attribution", "-"), ("random", ":")):
-            gg = g[g.deleted == kind]
-            ax.plot(gg.fraction, gg.p_true, ls, color=f"C{k}", label=f"{m} ({kind})" if kind == "attribution" or k == 0 else None)
+        g = curves[(curves.backbone == b) & (curves.method == m) & (curves.deleted == "attribution")]
+        ax.plot(g.fraction, g.p_true, "-o", ms=3, color=f"C{k}", label=f"top-attributed: {m}")
+    g = curves[(curves.backbone == b) & (curves.method == METHODS[0]) & (curves.deleted == "random")]
+    ax.plot(g.fraction, g.p_true, ":", color="grey", label="random pixels")
     ax.set_title(b, fontsize=9)
     ax.set_xlabel("fraction of pixels deleted")
 axes[0, 0].set_ylabel("mean true-class probability")

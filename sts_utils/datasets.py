@@ -56,7 +56,7 @@ def _simulate_and_write_batch(design: pd.DataFrame, seed: int, cache: str) -> li
     return out
 
 
-def generate_demo_cohort(cache: Path, n_cells_per_class: int = 100, seed: int = 0, batch_size: int = 50,
+def generate_demo_cohort(cache: Path, n_cells_per_class: int = 100, seed: int = 0, batch_size: int = 100,
                          n_jobs: int = 2) -> pd.DataFrame:
     """Simulate the demo cohort into ``cache`` (one NWB 2 file per cell) and write its metadata table.
 

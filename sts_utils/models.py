@@ -5,7 +5,7 @@ takes the stored scalogram itself (``batch x sweeps x scales x times``, values i
 
 1. sweep channels -> the three input channels (default ``(0, 1, 0)``: the paper copies channel 0
    as the third channel);
-2. bilinear resize to ``image_size`` (224, or 299 for InceptionV3, by default);
+2. bilinear (antialiased) resize to ``image_size`` (224, or 299 for InceptionV3, by default);
 3. ImageNet normalisation.
 
 Because this happens inside ``forward``, gradients and attributions (notebook 06) come back on the
@@ -113,7 +113,10 @@ class ScalogramClassifier(nn.Module):
 
     def to_image(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, list(self.channel_map)]
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        # antialias: shrinking 180 x 480 to a few dozen pixels must average, not pick every n-th pixel
+        # (which would drop most spikes and leave gradients only on the sampled pixels)
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

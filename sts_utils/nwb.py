@@ -98,12 +98,12 @@ def write_nwb2_cell(
         stim = CurrentClampStimulusSeries(
             name=f"data_{k:05d}_DA0", data=H5DataIO(np.round(np.asarray(sw["i_pa"]) * 1e-12 / I_CONVERSION).astype(np.int16), compression="gzip"),
             conversion=I_CONVERSION, unit="amperes", starting_time=0.0, rate=float(sampling_rate_hz),
-            electrode=electrode, gain=1.0, sweep_number=n, stimulus_description=code,
+            electrode=electrode, gain=1.0, sweep_number=np.uint32(n), stimulus_description=code,
         )
         resp = CurrentClampSeries(
             name=f"data_{k:05d}_AD0", data=H5DataIO(np.clip(np.round(np.asarray(sw["v_mv"]) * 1e-3 / V_CONVERSION), -32768, 32767).astype(np.int16), compression="gzip"),
             conversion=V_CONVERSION, unit="volts", starting_time=0.0, rate=float(sampling_rate_hz),
-            electrode=electrode, gain=1.0, sweep_number=n, stimulus_description=code,
+            electrode=electrode, gain=1.0, sweep_number=np.uint32(n), stimulus_description=code,
             bias_current=0.0, bridge_balance=0.0, capacitance_compensation=0.0,
         )
         nwb.add_stimulus(stim, use_sweep_table=True)

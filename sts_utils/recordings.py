@@ -270,7 +270,8 @@ def find_step_epoch(i_pa: np.ndarray, sampling_rate_hz: float, min_duration_s: f
     start, end = starts[k], ends[k]
     if (end - start) / sampling_rate_hz < min_duration_s:
         return np.nan, np.nan, np.nan
-    return start / sampling_rate_hz, end / sampling_rate_hz, float(np.median(i[start:end]))
+    # rounded to 0.01 pA: stored currents are quantised, and float noise would split equal steps
+    return start / sampling_rate_hz, end / sampling_rate_hz, round(float(np.median(i[start:end])), 2)
 
 
 _ONTOLOGY = None

@@ -23,8 +23,10 @@ Transform
     tens of thousands of samples. ``benchmarks/bench_scalograms.py`` measures the difference.
 
 Normalisation
-    Modulus divided by the cell's maximum over both channels (values in [0, 1]), which keeps the
-    relative power of the two sweeps and removes the cell's overall scale.
+    ``log1p(modulus / m)`` with ``m`` the cell's median modulus over both channels, then divided by
+    its maximum (values in [0, 1]). Without the log, the slow response to the current step holds
+    nearly all the power and spikes end up near zero; the common reference keeps the relative power
+    of the two sweeps, and the division removes the cell's overall scale.
 
 Storage
     ``STORE_TIMES`` time bins (default 480) x ``N_SCALES`` x 2 channels, float16: 345,600 bytes a cell,
@@ -71,7 +73,7 @@ class ScalogramParams:
     f_max_hz: float | None = None
     store_times: int = 480
     wavelet: str = WAVELET
-    max_distance_pa: float = 30.0
+    max_distance_pa: float = 20.0
 
     def __post_init__(self):
         if self.signal not in ("voltage", "spikes"):
@@ -180,11 +182,15 @@ def scalogram_image(signals: list[np.ndarray], sampling_rate_hz: float, freqs_hz
     Returns float32 (channels, scales, store_times) in [0, 1].
     """
     chans = [multirate_cwt_modulus(s, sampling_rate_hz, freqs_hz, store_times, wavelet) for s in signals]
-    img = np.stack(chans).astype(np.float32)
-    peak = float(img.max())
-    if not np.isfinite(peak):
+    img = np.stack(chans)
+    if not np.isfinite(img).all():
         raise SelectionError("non-finite scalogram")
-    return img / peak if peak > 0 else img
+    # log compression relative to the cell's median modulus: the slow step response would
+    # otherwise hold nearly all of the dynamic range and leave spikes near zero
+    ref = float(np.median(img))
+    img = np.log1p(img / ref) if ref > 0 else img
+    peak = float(img.max())
+    return (img / peak if peak > 0 else img).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- one cell at a time

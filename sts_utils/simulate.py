@@ -85,22 +85,22 @@ class Protocol:
 # Class distributions: (median, log-sd) per parameter; log-sd 0 means fixed.
 # Conductances in mS/cm², potentials in mV, diameter in µm, tau in ms, noise in µA/cm².
 CLASS_PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
-    "Excitatory": dict(diam_um=(75.0, 0.12), g_leak=(0.045, 0.25), e_leak=(-72.0, 0.03), g_na=(50.0, 0.1),
-                        g_kd=(5.0, 0.15), g_m=(0.09, 0.25), tau_m_max=(700.0, 0.2), g_t=(0.0, 0.0),
-                        g_d=(0.0, 0.0), tau_d_b=(150.0, 0.0), v_t=(-56.0, 0.03), k_speed=(1.0, 0.08),
-                        noise=(0.09, 0.3)),
-    "Pvalb": dict(diam_um=(68.0, 0.12), g_leak=(0.07, 0.25), e_leak=(-70.0, 0.03), g_na=(60.0, 0.1),
-                   g_kd=(12.0, 0.15), g_m=(0.006, 0.5), tau_m_max=(500.0, 0.2), g_t=(0.0, 0.0),
-                   g_d=(0.0, 0.0), tau_d_b=(150.0, 0.0), v_t=(-57.0, 0.03), k_speed=(3.0, 0.12),
-                   noise=(0.10, 0.3)),
-    "Sst": dict(diam_um=(62.0, 0.12), g_leak=(0.03, 0.25), e_leak=(-68.0, 0.03), g_na=(50.0, 0.1),
-                 g_kd=(5.0, 0.15), g_m=(0.04, 0.3), tau_m_max=(1000.0, 0.2), g_t=(0.5, 0.2),
-                 g_d=(0.0, 0.0), tau_d_b=(150.0, 0.0), v_t=(-54.0, 0.03), k_speed=(1.4, 0.1),
-                 noise=(0.08, 0.3)),
-    "Vip/Lamp5": dict(diam_um=(50.0, 0.12), g_leak=(0.035, 0.25), e_leak=(-70.0, 0.03), g_na=(50.0, 0.1),
-                       g_kd=(5.0, 0.15), g_m=(0.02, 0.4), tau_m_max=(600.0, 0.2), g_t=(0.0, 0.0),
-                       g_d=(0.6, 0.3), tau_d_b=(300.0, 0.3), v_t=(-55.0, 0.03), k_speed=(1.2, 0.1),
-                       noise=(0.14, 0.3)),
+    "Excitatory": dict(diam_um=(75.0, 0.15), g_leak=(0.045, 0.3), e_leak=(-72.0, 0.04), g_na=(50.0, 0.15),
+                        g_kd=(5.0, 0.25), g_m=(0.05, 0.45), tau_m_max=(900.0, 0.3), g_t=(0.02, 1.0),
+                        g_d=(0.05, 1.0), tau_d_b=(150.0, 0.3), v_t=(-56.0, 0.04), k_speed=(1.0, 0.2),
+                        noise=(0.09, 0.4)),
+    "Pvalb": dict(diam_um=(68.0, 0.15), g_leak=(0.07, 0.3), e_leak=(-70.0, 0.04), g_na=(60.0, 0.15),
+                   g_kd=(12.0, 0.3), g_m=(0.008, 0.8), tau_m_max=(500.0, 0.3), g_t=(0.02, 1.0),
+                   g_d=(0.05, 1.0), tau_d_b=(150.0, 0.3), v_t=(-57.0, 0.04), k_speed=(2.4, 0.3),
+                   noise=(0.10, 0.4)),
+    "Sst": dict(diam_um=(62.0, 0.15), g_leak=(0.03, 0.3), e_leak=(-68.0, 0.04), g_na=(50.0, 0.15),
+                 g_kd=(5.0, 0.25), g_m=(0.04, 0.45), tau_m_max=(1000.0, 0.3), g_t=(0.4, 0.5),
+                 g_d=(0.1, 1.0), tau_d_b=(200.0, 0.3), v_t=(-54.0, 0.04), k_speed=(1.5, 0.25),
+                 noise=(0.08, 0.4)),
+    "Vip/Lamp5": dict(diam_um=(50.0, 0.15), g_leak=(0.035, 0.3), e_leak=(-70.0, 0.04), g_na=(50.0, 0.15),
+                       g_kd=(5.0, 0.25), g_m=(0.02, 0.6), tau_m_max=(600.0, 0.3), g_t=(0.08, 1.0),
+                       g_d=(0.5, 0.6), tau_d_b=(300.0, 0.4), v_t=(-55.0, 0.04), k_speed=(1.3, 0.25),
+                       noise=(0.14, 0.4)),
 }
 PARAMETER_NAMES: tuple[str, ...] = tuple(CLASS_PARAMETERS["Excitatory"])
 

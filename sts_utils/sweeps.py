@@ -77,7 +77,7 @@ def find_rheobase(sweeps: pd.DataFrame) -> tuple[float, int]:
 
 
 def select_suprathreshold_sweeps(
-    sweeps: pd.DataFrame, offsets_pa: tuple[float, ...] | list[float] = DEFAULT_OFFSETS_PA, max_distance_pa: float = 30.0
+    sweeps: pd.DataFrame, offsets_pa: tuple[float, ...] | list[float] = DEFAULT_OFFSETS_PA, max_distance_pa: float = 20.0
 ) -> Selection:
     """Choose one sweep per offset: nearest to ``rheobase + offset``, ties to the higher amplitude.
 

@@ -33,20 +33,20 @@ def test_offsets_on_10pa_grid_are_exact():
 
 def test_two_distinct_sweeps_even_when_one_is_nearest_to_both():
     t = table([100, 140, 200], [1, 2, 3])
-    sel = select_suprathreshold_sweeps(t, (40, 50), max_distance_pa=60)
+    sel = select_suprathreshold_sweeps(t, (40, 50), max_distance_pa=70)
     assert sel.sweep_numbers == (2, 3)
 
 
 def test_missing_sweeps_and_silent_cell_and_nan_sweep():
     with pytest.raises(SelectionError) as e:
-        select_suprathreshold_sweeps(table([50, 70, 90], [0, 1, 2]), (40, 50))
+        select_suprathreshold_sweeps(table([50, 70, 80], [0, 1, 2]), (40, 50))
     assert e.value.reason.startswith("no sweep near rheobase+40")
     with pytest.raises(SelectionError) as e:
         select_suprathreshold_sweeps(table([50, 70, 90], [0, 0, 0]))
     assert e.value.reason == "no spiking long-square sweep"
     # a NaN sweep (trace could not be analysed) is never chosen: its neighbour is taken instead
     t = table([70, 90, 110, 130, 150], [1, 2, np.nan, 5, 7])
-    assert select_suprathreshold_sweeps(t, (40, 50)).amplitudes_pa == (130.0, 150.0)
+    assert select_suprathreshold_sweeps(t, (40, 50), max_distance_pa=30).amplitudes_pa == (130.0, 150.0)
     with pytest.raises(ValueError):
         select_suprathreshold_sweeps(t, (-5, 50))
 
