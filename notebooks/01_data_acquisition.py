@@ -67,6 +67,10 @@ display(summary)
 qc_counts = qc["qc_status"].str.split(":").str[0].value_counts().rename_axis("qc_status").reset_index(name="cells")
 io.write_table(qc_counts, FIG / "qc_acquisition", caption=f"Acquisition QC{TAG}.")
 display(qc_counts)
+if "sweep_qc" in table.columns:
+    sweep_qc = table["sweep_qc"].value_counts().rename_axis("sweep_qc").reset_index(name="sweeps")
+    io.write_table(sweep_qc, FIG / "qc_sweeps", caption=f"Sweeps per QC status (unusable sweeps are skipped){TAG}.")
+    display(sweep_qc)
 if "label_flags" in cells.columns:
     flags = cells["label_flags"].fillna("").str.split(";").explode().replace("", "none").value_counts()
     display(flags.rename("cells").to_frame())

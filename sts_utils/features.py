@@ -6,7 +6,8 @@ Computed features come from the same sweeps the CNNs see, through ipfx's own ana
 aligned to each sweep's stimulus onset: every ``*_t_long_square`` feature is a time after onset.
 
 Published tables (``FEATURE_TABLES``) are the STS paper's two tables (Cell Types DB: Allen API
-names, key ``specimen_id``; patch-seq: IPFX names, key ``cell_specimen_id``) and teeter2018's
+names, key ``specimen_id``; patch-seq: IPFX names, key ``cell_specimen_id``), Allen's cell-types
+specimen details CSV (key ``specimen__id``, features ``ef__*``) and teeter2018's
 ``features_7_27_17.csv``. Feature sets:
 
 ``paper``
@@ -37,10 +38,12 @@ from .io import write_csv_atomic, write_sidecar
 PAPER_REQUIRED = ("f_i_curve_slope", "avg_isi", "adaptation", "latency", "has_burst", "has_pause", "has_delay",
                   "specimen_id", "long_square")
 PAPER_RENAMES = {"avg_isi": "average_ISI", "has_burst": "had_burst", "has_pause": "had_pause", "has_delay": "had_delay"}
-KEY_COLUMNS = ("specimen_id", "cell_specimen_id", "specimen_ID")
+KEY_COLUMNS = ("specimen_id", "cell_specimen_id", "specimen_ID", "specimen__id")
 NON_FEATURES = {"specimen_id", "label", "rheobase_sweep_num", "thumbnail_sweep_num", "rheobase_sweep_number",
                 "rheobase_sweep_id", "thumbnail_sweep_id", "id", "electrode_0_pa", "seal_gohm", "Unnamed: 0",
-                "qc_status", "source", "protocol_version"}
+                "qc_status", "source", "protocol_version",
+                # teeter2018 table: the Cre line and E/I class are labels, has_reset_rules a GLIF-fit outcome
+                "cre", "excitation", "has_reset_rules"}
 
 
 # ------------------------------------------------------------------------------- computed by ipfx
@@ -59,6 +62,8 @@ def cell_long_square_features(cell_sweeps: pd.DataFrame, root: str | os.PathLike
     from .recordings import load_sweep
 
     ls = cell_sweeps[cell_sweeps["stimulus_kind"] == "Long Square"].dropna(subset=["amplitude_pa", "stim_start_s"])
+    if "sweep_qc" in ls.columns:
+        ls = ls[ls["sweep_qc"] == "ok"]
     ls = ls.sort_values("sweep_number")
     sweeps, numbers = [], []
     for r in ls.itertuples(index=False):
@@ -130,6 +135,10 @@ def compute_features(dataset: str, data_dir: str | os.PathLike | None = None, n_
 def read_feature_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a published feature table and name its key ``specimen_id`` (integer)."""
     df = pd.read_csv(path)
+    if "specimen__id" in df.columns:
+        # Allen's cell-types specimen details: electrophysiology columns carry an "ef__" prefix
+        df = df[["specimen__id"] + [c for c in df.columns if c.startswith("ef__")]]
+        df = df.rename(columns=lambda c: c[4:] if c.startswith("ef__") else c)
     keys = [k for k in KEY_COLUMNS if k in df.columns]
     if not keys:
         raise ValueError(f"{path}: no key column (expected one of {KEY_COLUMNS})")

@@ -164,6 +164,8 @@ def read_nwb2_sweep_table(path: str | os.PathLike) -> pd.DataFrame:
                     row["stimulus_code"] = stimulus_code_of(_attr_str(attrs.get("stimulus_description", "")))
                     row["sampling_rate_hz"] = float(series["starting_time"].attrs["rate"])
                     row["n_samples"] = int(series["data"].shape[0])
+                else:
+                    row["n_samples_stimulus"] = int(series["data"].shape[0])
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         return pd.DataFrame(columns=["sweep_number", "stimulus_code", "response_path", "stimulus_path", "sampling_rate_hz", "n_samples"])

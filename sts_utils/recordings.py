@@ -40,7 +40,7 @@ from .nwb import (DEMO_STIMULUS_CODES, RecordingError, Sweep, load_nwb1_sweep, l
 
 SWEEP_COLUMNS = [
     "specimen_id", "sweep_number", "stimulus_kind", "stimulus_code", "amplitude_pa", "sampling_rate_hz",
-    "stim_start_s", "stim_end_s", "format", "file", "response_path", "stimulus_path",
+    "stim_start_s", "stim_end_s", "sweep_qc", "format", "file", "response_path", "stimulus_path",
 ]
 CELL_COLUMNS = ["specimen_id", "label", "label_source", "source", "qc_status"]
 
@@ -298,13 +298,20 @@ def scan_nwb2_file(path: Path, specimen_id: int, relative_to: Path) -> pd.DataFr
     for r in table.itertuples(index=False):
         kind = stimulus_kind_of_code(r.stimulus_code)
         start = end = amp = np.nan
+        qc = "ok"
+        if r.n_samples < getattr(r, "n_samples_stimulus", r.n_samples):
+            qc = "truncated"  # the recording stopped before the stimulus did
         if kind == "Long Square":
             sw = load_nwb2_sweep(path, r.response_path, r.stimulus_path)
             start, end, amp = find_step_epoch(sw.i_pa, sw.sampling_rate_hz)
+            if not np.isfinite(start):
+                qc = "no step found"
+        elif kind == "unknown":
+            qc = "unknown stimulus code"
         rows.append({
             "specimen_id": int(specimen_id), "sweep_number": int(r.sweep_number), "stimulus_kind": kind,
             "stimulus_code": r.stimulus_code, "amplitude_pa": amp, "sampling_rate_hz": r.sampling_rate_hz,
-            "stim_start_s": start, "stim_end_s": end, "format": "nwb2",
+            "stim_start_s": start, "stim_end_s": end, "sweep_qc": qc, "format": "nwb2",
             "file": str(path.relative_to(relative_to)), "response_path": r.response_path, "stimulus_path": r.stimulus_path,
         })
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -324,7 +331,8 @@ def scan_nwb1_file(path: Path, specimen_id: int, relative_to: Path) -> pd.DataFr
         rows.append({
             "specimen_id": int(specimen_id), "sweep_number": int(r.sweep_number), "stimulus_kind": r.stimulus_name,
             "stimulus_code": r.stimulus_name, "amplitude_pa": amp, "sampling_rate_hz": r.sampling_rate_hz,
-            "stim_start_s": start, "stim_end_s": end, "format": "nwb1",
+            "stim_start_s": start, "stim_end_s": end,
+            "sweep_qc": "ok" if r.stimulus_name != "Long Square" or np.isfinite(start) else "no step found", "format": "nwb1",
             "file": str(path.relative_to(relative_to)), "response_path": "", "stimulus_path": "",
         })
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -200,6 +200,8 @@ def cell_voltage_signals(cell_sweeps: pd.DataFrame, root: Path, params: Scalogra
     from .recordings import load_sweep
 
     ls = cell_sweeps[(cell_sweeps["stimulus_kind"] == "Long Square")].dropna(subset=["amplitude_pa", "stim_start_s"])
+    if "sweep_qc" in ls.columns:
+        ls = ls[ls["sweep_qc"] == "ok"]  # truncated sweeps and the like are left out (counted in notebook 01)
     ls = ls[ls["amplitude_pa"] > 0].sort_values(["amplitude_pa", "sweep_number"]).copy()
     if ls.empty:
         raise SelectionError("no depolarizing long-square sweep")

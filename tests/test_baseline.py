@@ -66,3 +66,22 @@ def test_bad_input_gets_clear_errors_or_counted_skips(tmp_path):
     assert list(ids) == [1, 3] and skipped == {"no_feature_values": 1, "without_features": 1}
     with pytest.raises(ValueError, match="unknown class"):
         baseline.prepare_xy(feats, labels.assign(label=["Pvalb", "Unsure", "Sst", "Sst"]))
+
+
+def test_interval_features_do_not_depend_on_the_stimulus_onset():
+    """Two copies of a cell recorded with different onsets give identical interval features."""
+    cell = pd.DataFrame({"specimen_id": [1], "threshold_t_long_square": [1.05], "peak_t_long_square": [1.0512],
+                         "trough_t_long_square": [1.056], "threshold_v_long_square": [-40.0]})
+    shifted = cell.assign(specimen_id=2, threshold_t_long_square=0.61, peak_t_long_square=0.6112, trough_t_long_square=0.616)
+    a = features.to_intervals(cell).drop(columns="specimen_id")
+    b = features.to_intervals(shifted).drop(columns="specimen_id")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-12)
+    assert "threshold_t_long_square" not in a and np.isclose(a["peak_dt_long_square"].iloc[0], 0.0012)
+
+
+def test_allen_specimen_details_table_is_read(tmp_path):
+    p = tmp_path / "cell_types_specimen_details.csv"
+    pd.DataFrame({"specimen__id": [5, 6], "ef__avg_isi": [10.0, 20.0], "line_name": ["Sst-IRES-Cre", "x"],
+                  "ef__tau": [12.0, 9.0]}).to_csv(p, index=False)
+    df = features.read_feature_table(p)
+    assert list(df.columns) == ["specimen_id", "avg_isi", "tau"] and df.specimen_id.tolist() == [5, 6]

@@ -92,3 +92,24 @@ def test_corrupt_and_truncated_files_are_skipped_and_counted(tiny_demo, tmp_path
     assert status[0] == "ok"
     assert status[1].startswith("unreadable") and status[2].startswith("unreadable")
     assert set(sweeps.specimen_id) == {0}
+
+
+def test_truncated_sweep_is_marked_and_left_out(tmp_path):
+    from sts_utils.nwb import write_nwb2_cell
+    from sts_utils.recordings import scan_nwb2_file
+
+    rate = 20_000.0
+    n = int(1.2 * rate)
+    t = np.arange(n) / rate
+    sweeps = []
+    for k, amp in enumerate([50.0, 100.0, 150.0]):
+        i = np.where((t >= 0.1) & (t < 1.1), amp, 0.0)
+        v = -70 + 0.05 * i
+        if k == 2:
+            v = v[: n // 2]  # the recording stopped half-way
+        sweeps.append({"sweep_number": k + 1, "v_mv": v, "i_pa": i, "stimulus_code": "X4PS_SupraThresh"})
+    path = write_nwb2_cell(tmp_path / "sub-1" / "sub-1_ses-1_icephys.nwb", 1, sweeps, rate, "1", "test")
+    table = scan_nwb2_file(path, 1, tmp_path)
+    assert table.sweep_qc.tolist() == ["ok", "ok", "truncated"]
+    assert table.stimulus_kind.unique().tolist() == ["Long Square"]
+    assert table.amplitude_pa.tolist()[:2] == [50.0, 100.0]
