@@ -21,9 +21,9 @@
 # dropout; the best setting is refit on the whole training split with early stopping on a validation
 # part. The model is saved as a state dict with its `config.json`.
 #
-# `PROFILE="auto"` runs the paper configuration on real data and a small **demo configuration** on the
-# simulated cohort (smaller images, few epochs and trials) so that all four backbones train in minutes
-# on a laptop CPU. Every parameter set below (not `None`) overrides the profile.
+# `PROFILE="auto"` runs the paper configuration on real data when a GPU is present, and otherwise a
+# small **demo configuration** (smaller images, few epochs and trials) so that all four backbones
+# train in minutes on a laptop CPU. Every parameter set below (not `None`) overrides the profile.
 
 # %% tags=["parameters"]
 DATASET = "demo"

@@ -301,10 +301,14 @@ PROFILES = {
 
 
 def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict) -> dict:
-    """Settings of a run: the profile's values (``auto``: demo on ``demo``, paper otherwise) with the
-    notebook parameters that are not ``None`` on top."""
+    """Settings of a run: the profile's values with the notebook parameters that are not ``None`` on top.
+
+    ``auto`` is ``paper`` for real datasets on a CUDA machine and ``demo`` otherwise.
+    """
     if profile == "auto":
-        profile = "demo" if dataset == "demo" else "paper"
+        # the paper configuration on real data; on a machine without CUDA it would take days, so
+        # the demo sizes are used there too (the run's config and notebook say so)
+        profile = "paper" if dataset != "demo" and torch.cuda.is_available() else "demo"
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected auto, {', '.join(PROFILES)}")
     base = dict(PROFILES[profile])
