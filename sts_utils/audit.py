@@ -131,6 +131,9 @@ def run_audit(dataset: str, data_dir: str | os.PathLike | None, predictions: pd.
                                   "features", col, feature_names=names, seed=seed)
     rows += label_quality(predictions, cells)
     table = pd.DataFrame(rows)
+    for col in ("n_groups", "n_cells"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
     return {"table": table, "figure": audit_figure(table, dataset), "reading": audit_reading(table)}
 
 

@@ -185,8 +185,10 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str = "", fl
 def df_to_markdown(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
     """Markdown pipe table without the optional ``tabulate`` dependency."""
     def fmt(v: Any) -> str:
+        if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            return ""
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else float_format.format(v)
+            return float_format.format(v)
         return str(v).replace("|", "\\|")
 
     cols = [str(c) for c in df.columns]

@@ -16,8 +16,8 @@ Transform
     two cycles per window, and a quarter of the resampled rate), stored in ascending frequency.
 
     The CWT is computed *multirate*: each octave of frequencies is transformed by ``pywt.cwt`` on a
-    copy of the signal decimated (FIR anti-alias, zero phase) so that the octave sits at 1/8–1/4 of
-    its sampling rate, and its modulus is averaged onto the stored time grid. This gives the same
+    copy of the signal decimated (FIR anti-alias, zero phase) so that it sits at 1/16–1/8 of its
+    sampling rate (the top octaves at up to 1/4 of the full rate), and its modulus is averaged onto the stored time grid. This gives the same
     image as one full-rate ``pywt.cwt`` over all scales averaged onto that grid (the test suite
     checks the correlation), at a fraction of the cost: low frequencies otherwise need wavelets of
     tens of thousands of samples. ``benchmarks/bench_scalograms.py`` measures the difference.
@@ -134,23 +134,29 @@ def multirate_cwt_modulus(x: np.ndarray, sampling_rate_hz: float, freqs_hz: np.n
                           wavelet: str = WAVELET) -> np.ndarray:
     """CWT modulus on ``n_out`` time bins, each octave computed at a matching decimated rate.
 
-    Rows follow ``freqs_hz``. Frequencies above a quarter of the current rate are done at that
-    rate; the signal is then halved (FIR, zero-phase) until every frequency is covered.
+    Rows follow ``freqs_hz``. Frequencies above 1/16 of the current rate (at least 16 samples per
+    wavelet cycle, so the sampled wavelet keeps its shape) are done at that rate; the signal is then
+    halved (FIR, zero-phase) until every frequency is covered.
     """
     freqs = np.asarray(freqs_hz, dtype=float)
     out = np.empty((len(freqs), n_out), dtype=np.float64)
     todo = np.ones(len(freqs), dtype=bool)
     sig = np.asarray(x, dtype=float) - np.mean(x)
     fs = float(sampling_rate_hz)
+    level = 0
     while todo.any():
         can_decimate = len(sig) >= 2 * max(n_out, 64)
-        band = todo & ((freqs > fs / 8.0) | (not can_decimate))
+        band = todo & ((freqs > fs / 16.0) | (not can_decimate))
         if band.any():
-            out[band] = resample_rows(cwt_modulus(sig, fs, freqs[band], wavelet), n_out)
+            # pywt's CWT sums over samples with a 1/sqrt(scale) weight, so at half the rate (half
+            # the samples, half the scale) the modulus is 1/sqrt(2) smaller: undo it per level
+            gain = np.sqrt(2.0) ** level
+            out[band] = gain * resample_rows(cwt_modulus(sig, fs, freqs[band], wavelet), n_out)
             todo &= ~band
         if todo.any():
             sig = sps.decimate(sig, 2, ftype="fir", zero_phase=True)
             fs /= 2.0
+            level += 1
     return out
 
 

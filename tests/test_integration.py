@@ -14,6 +14,7 @@ TINY = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRI
 
 
 def make(tmp_path, *args):
+    """Run make with data, figures and executed notebooks under ``tmp_path``."""
     dirs = [f"DATA_DIR={tmp_path / 'data'}", f"FIGURES_DIR={tmp_path / 'figures'}", f"BUILD_DIR={tmp_path / 'build'}"]
     env = {**os.environ, "STS_OFFLINE": "1"}
     return subprocess.run(["make", *args, *dirs, *TINY], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
@@ -42,3 +43,15 @@ def test_make_paper_on_tiny_demo(tmp_path):
     (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
     r = make(tmp_path, "-n", "paper")
     assert runner_lines(r.stdout) == ["notebooks/07_baseline.py", "notebooks/05_testing.py", "notebooks/06_saliency.py"]
+
+
+def test_two_clean_runs_give_identical_tables(tmp_path):
+    tables = []
+    for run in ("a", "b"):
+        r = make(tmp_path / run, "paper")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        figs = tmp_path / run / "figures" / "demo"
+        tables.append({name: (figs / name).read_text() for name in
+                       ("results_table.csv", "baseline_results.csv", "deletion_table.csv", "audit_table.csv")})
+    for name in tables[0]:
+        assert tables[0][name] == tables[1][name], name

