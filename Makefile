@@ -50,7 +50,7 @@ help:
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook)"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
-	@echo "make bench  benchmarks/   make clean  (keeps downloaded raw data)"
+	@echo "make bench  benchmarks/   make clean [DATASET=...]  (keeps downloaded/simulated raw data)"
 
 # ---------------------------------------------------------------------------------------- environment
 $(STAMP): pyproject.toml
@@ -105,15 +105,15 @@ test-integration: $(STAMP)
 	$(PY) -m pytest -m integration -q
 
 lab: $(STAMP)
-	$(PY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) notebooks/
+	$(PY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(BUILD_DIR) $(FIGURES_DIR)/*/
-	find $(DATA_DIR) -mindepth 2 -maxdepth 2 ! -name raw -exec rm -rf {} + 2>/dev/null || true
-	@echo "removed build/, figures and derived artifacts; downloaded/simulated raw data kept in $(DATA_DIR)/*/raw/"
+	rm -rf $(B) $(F)
+	test ! -d $(D) || find $(D) -mindepth 1 -maxdepth 1 ! -name raw -exec rm -rf {} +
+	@echo "removed $(B), $(F) and the derived artifacts of $(D); downloaded/simulated $(D)/raw kept"
 
 clean-all: clean
 	rm -rf $(VENV)

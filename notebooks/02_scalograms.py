@@ -91,11 +91,14 @@ else:
     from sts_utils.recordings import read_spike_trains
 
     trains = read_spike_trains(DDIR / "spike_trains.parquet")
-    tr = trains[(trains.specimen_id == sid) & (trains.epoch == 2)].iloc[0]
-    rate = np.histogram(tr.spike_times_s - tr.epoch_start_s, bins=300, range=(store.times_s[0], store.times_s[-1]))[0]
-    fig = plots.sweep_to_scalogram_figure(np.linspace(store.times_s[0], store.times_s[-1], 300), rate, tr.spike_times_s - tr.epoch_start_s,
-                                          store.get(sid)[0], store.freqs_hz, store.times_s, 0.0,
-                                          f"{example.label} cell {sid}, Noise 1 epoch 2 (top: spike counts per bin){TAG}")
+    reps = trains[(trains.specimen_id == sid) & (trains.epoch == 2)]
+    spikes = [r.spike_times_s - r.epoch_start_s for r in reps.itertuples()]
+    edges = np.linspace(store.times_s[0], store.times_s[-1], 121)
+    rate = np.mean([np.histogram(s, bins=edges)[0] for s in spikes], axis=0) / np.diff(edges)
+    fig = plots.sweep_to_scalogram_figure(edges[:-1] + np.diff(edges) / 2, rate, spikes, store.get(sid)[0], store.freqs_hz,
+                                          store.times_s, 0.0,
+                                          f"{example.label} cell {sid}, Noise 1 epoch 2, {len(spikes)} repeats{TAG}",
+                                          ylabel="rate (Hz, mean of repeats)")
 plots.save(fig, FIG / "sweep_to_scalogram.png")
 
 # %% [markdown]

@@ -62,12 +62,17 @@ def scalogram_axes(ax, img: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarra
     return mesh
 
 
-def sweep_to_scalogram_figure(t_s, v_mv, spike_times_s, img, freqs_hz, times_s, stim_start_s: float, title: str = ""):
-    """Trace, spike raster and scalogram of one sweep, on a common onset-aligned time axis."""
-    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 0.5, 3]})
+def sweep_to_scalogram_figure(t_s, v_mv, spike_times_s, img, freqs_hz, times_s, stim_start_s: float, title: str = "",
+                              ylabel: str = "V (mV)"):
+    """Trace, spike raster and scalogram of one sweep, on a common onset-aligned time axis.
+
+    ``spike_times_s`` is one array (one raster row) or a list of arrays (one row per repeat).
+    """
+    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 0.7, 3]})
     axes[0].plot(np.asarray(t_s) - stim_start_s, v_mv, lw=0.5, color="k")
-    axes[0].set_ylabel("V (mV)")
-    axes[1].eventplot(np.asarray(spike_times_s) - stim_start_s, color="k", lineoffsets=0.5, linelengths=0.8)
+    axes[0].set_ylabel(ylabel)
+    rows = spike_times_s if isinstance(spike_times_s, list) else [spike_times_s]
+    axes[1].eventplot([np.asarray(r) - stim_start_s for r in rows], color="k", linelengths=0.8)
     axes[1].set_yticks([])
     axes[1].set_ylabel("spikes")
     mesh = scalogram_axes(axes[2], img, freqs_hz, times_s)
