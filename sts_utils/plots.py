@@ -79,9 +79,10 @@ def sweep_to_scalogram_figure(t_s, v_mv, spike_times_s, img, freqs_hz, times_s, 
     axes[2].set_ylabel("frequency (Hz)")
     axes[2].set_xlabel("time from stimulus onset (s)")
     axes[0].set_xlim(times_s[0], times_s[-1])
-    fig.colorbar(mesh, ax=axes[2], label="normalised |CWT|", pad=0.01)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    # the colour bar takes its room from all three panels, so their time axes stay aligned
+    fig.colorbar(mesh, ax=list(axes), label="normalised |CWT|", pad=0.01, fraction=0.03)
     return fig
 
 
