@@ -63,12 +63,15 @@ for backbone in BACKBONES:
     y = np.array([config.CLASSES.index(c) for c in pred["true"]])
     correct = (pred["true"] == pred["pred"]).to_numpy()
     examples = saliency.example_cells(pred)
+    random_curve = None  # deleting random pixels does not depend on the method: computed once per backbone
     for method in METHODS:
         attr = saliency.attribute(model, x, y, method, ig_steps=IG_STEPS)
         means = saliency.class_mean_maps(attr, list(pred["true"]), correct)
         ex = {c: attr[pred["specimen_id"].to_numpy() == sid][0] for c, sid in examples.items()}
         maps[(backbone, method)] = {"mean": means, "example": ex, "example_ids": examples}
-        curve = saliency.deletion_curve(model, x, y, attr, seed=SEED).assign(backbone=backbone, method=method)
+        curve = saliency.deletion_curve(model, x, y, attr, seed=SEED, random_curve=random_curve)
+        random_curve = curve[curve.deleted == "random"]
+        curve = curve.assign(backbone=backbone, method=method)
         curves.append(curve)
         for c, m in means.items():
             readings.append({"backbone": backbone, "method": method, "class": c, **saliency.describe_map(m, store.freqs_hz, store.times_s, stim_end_s)})

@@ -47,6 +47,11 @@ def figures_dir(dataset: str, figures_root: str | os.PathLike | None = None) -> 
     return out
 
 
+def offline() -> bool:
+    """True when ``STS_OFFLINE`` is set: nothing may be downloaded (tests, CI, air-gapped machines)."""
+    return os.environ.get("STS_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def check_dataset(dataset: str) -> str:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")

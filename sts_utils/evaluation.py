@@ -108,18 +108,6 @@ def predict_test_split(dataset: str, backbone: str, data_dir: str | os.PathLike 
     return predictions_frame(test["specimen_id"], test["label"], proba, backbone, repeat), config
 
 
-def group_results(pred: pd.DataFrame, cells: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Balanced accuracy and counts of each model per value of a cell column (source, protocol version)."""
-    if column not in cells.columns:
-        return pd.DataFrame()
-    df = pred.merge(cells[["specimen_id", column]], on="specimen_id", how="left")
-    rows = []
-    for (model, value), g in df.groupby(["model", column], dropna=False):
-        rows.append({"model": model, column: value, "n_test": len(g), "classes_present": g["true"].nunique(),
-                     "balanced_accuracy": balanced_accuracy(g["true"], g["pred"])})
-    return pd.DataFrame(rows)
-
-
 def results_table(predictions: pd.DataFrame, model_info: dict[str, dict], seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """One row per model: balanced accuracy (95 % CI), accuracy, per-class recall and the model's settings.
 

@@ -28,7 +28,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CLASSES, logger
+from .config import CLASSES, logger, offline
 
 BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
 DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
@@ -55,10 +55,6 @@ def check_backbone(backbone: str) -> str:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
     return backbone
-
-
-def _offline() -> bool:
-    return os.environ.get("STS_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def _construct(backbone: str, use_imagenet: bool) -> nn.Module:
@@ -190,7 +186,7 @@ def build_model(backbone: str, pretrained: str = "auto", image_size: int | None 
             logger.warning(warning)
             _WARNED.add(backbone)
     else:
-        if _offline():
+        if offline():
             raise WeightsNotAvailableError(_weights_message(backbone, path, url, "STS_OFFLINE is set"))
         use_imagenet = True
     try:

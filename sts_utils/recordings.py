@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .config import CLASSES, UNSURE, logger, raw_dir
+from .config import CLASSES, UNSURE, logger, offline, raw_dir
 from .io import file_sha256, write_csv_atomic, write_text_atomic
 from .nwb import (DEMO_STIMULUS_CODES, RecordingError, Sweep, load_nwb1_sweep, load_nwb2_sweep,
                   read_nwb1_sweep_table, read_nwb2_sweep_table, write_nwb2_cell)
@@ -58,10 +58,6 @@ class DataNotAvailableError(FileNotFoundError):
 
 # ----------------------------------------------------------------------------------------- fetching
 
-def _offline() -> bool:
-    return os.environ.get("STS_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 @dataclass
 class RemoteFile:
     """A file of a dataset: its path under ``raw/`` and where it comes from."""
@@ -81,7 +77,7 @@ def _read_lock(cache: Path) -> dict[str, str]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _download(entry: RemoteFile, cache: Path, retries: int = 3) -> Path:
+def _download(entry: RemoteFile, cache: Path) -> Path:
     """Download one file into the cache atomically (pooch or dandi), verifying its hash."""
     target = cache / entry.relpath
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,15 +114,27 @@ def ensure_files(entries: list[RemoteFile], cache: Path, what: str) -> list[Path
     cache = Path(cache)
     lock = _read_lock(cache)
     missing = [e for e in entries if not (cache / e.relpath).is_file()]
-    # verify files that are present against the origin's hash or the lock file
+    # verify files that are present against the origin's hash or the lock file; a file already
+    # verified with the same size and modification time is not hashed again (patch-seq is 122 GB)
+    verified_path = cache / "verified.json"
+    verified = json.loads(verified_path.read_text()) if verified_path.exists() else {}
+    n_verified = len(verified)
     for e in entries:
         p = cache / e.relpath
         expected = e.sha256 or lock.get(e.relpath)
-        if p.is_file() and expected and file_sha256(p) != expected:
+        if not (p.is_file() and expected):
+            continue
+        stamp = [p.stat().st_size, p.stat().st_mtime_ns, expected]
+        if verified.get(e.relpath) == stamp:
+            continue
+        if file_sha256(p) != expected:
             raise DataNotAvailableError(f"{p} does not match its recorded sha256 {expected}; delete it to download it again")
+        verified[e.relpath] = stamp
+    if len(verified) != n_verified:
+        write_text_atomic(verified_path, json.dumps(verified, indent=1, sort_keys=True))
     if missing:
         logger.info("%s: %d of %d files missing from %s", what, len(missing), len(entries), cache)
-        if _offline():
+        if offline():
             raise DataNotAvailableError(_missing_message(missing, cache, what, "STS_OFFLINE is set"))
         for e in tqdm(missing, desc=f"downloading {what}"):
             for attempt in range(3):

@@ -141,19 +141,27 @@ def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: fl
 
 
 def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fractions=DELETION_FRACTIONS,
-                   baseline: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """True-class probability and balanced accuracy after deleting top-attributed vs random pixels."""
+                   baseline: float = 0.0, seed: int = 0, random_curve: pd.DataFrame | None = None) -> pd.DataFrame:
+    """True-class probability and balanced accuracy after deleting top-attributed vs random pixels.
+
+    The random curve depends only on the model, the cells and ``seed``: pass the ``random`` rows of an
+    earlier call on the same model and cells as ``random_curve`` to reuse them instead of recomputing.
+    """
     from .evaluation import balanced_accuracy
 
-    rng = np.random.default_rng(seed)
-    random_rank = rng.random(attr.shape).astype(np.float32)
     rows = []
-    for kind, rank in (("attribution", attr), ("random", random_rank)):
+    kinds = [("attribution", attr)]
+    if random_curve is None:
+        kinds.append(("random", np.random.default_rng(seed).random(attr.shape).astype(np.float32)))
+    for kind, rank in kinds:
         for f in fractions:
             p = _probabilities(model, delete_top(x, rank, f, baseline))
             rows.append({"deleted": kind, "fraction": f, "p_true": float(p[np.arange(len(y)), y].mean()),
                          "balanced_accuracy": balanced_accuracy(y, p.argmax(1))})
-    return pd.DataFrame(rows)
+    curve = pd.DataFrame(rows)
+    if random_curve is not None:
+        curve = pd.concat([curve, random_curve[curve.columns]], ignore_index=True)
+    return curve
 
 
 def deletion_areas(curves: pd.DataFrame) -> pd.DataFrame:

@@ -372,11 +372,11 @@ def consolidate_store(ddir: Path, cells: pd.DataFrame, results: dict, shard_dir:
             index_rows.append({"specimen_id": sid, "label": labels.get(sid), **{k: v for k, v in meta.items() if k != "detail"}})
     index = pd.DataFrame(index_rows)
     qc = pd.DataFrame(qc_rows, columns=["specimen_id", "label", "status", "detail"])
-    shards = [load_npy(shard_dir / f"{sid}.npy") for sid in (index["specimen_id"] if len(index) else [])]
-    n_channels = shards[0].shape[0] if shards else 2
+    ids = list(index["specimen_id"]) if len(index) else []
+    n_channels = load_npy(shard_dir / f"{ids[0]}.npy", mmap=True).shape[0] if ids else 2
     store = np.zeros((len(index), n_channels, params.n_scales, params.store_times), dtype=np.float16)
-    for row, shard in enumerate(shards):
-        store[row] = shard
+    for row, sid in enumerate(ids):
+        store[row] = load_npy(shard_dir / f"{sid}.npy")
     if len(index):
         index.insert(1, "row", np.arange(len(index)))
     store_path = save_npy_atomic(store, out_dir / "scalograms.npy")

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from .config import CLASSES, logger, seed_everything
+from .evaluation import balanced_accuracy
 from .models import build_model, get_device
 
 
@@ -65,13 +66,6 @@ def encode_labels(labels: pd.Series | list[str]) -> np.ndarray:
     if unknown:
         raise ValueError(f"unknown class labels {unknown}; expected {CLASSES}")
     return np.array([CLASSES.index(x) for x in labels], dtype=np.int64)
-
-
-def balanced_accuracy_np(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``y_true``."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    recalls = [np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def _class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -150,7 +144,7 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor, y_val: 
         sched.step()
         proba = predict_proba(model, x_val, device=device)
         val_loss = float(eval_loss(torch.log(torch.as_tensor(proba).clamp_min(1e-12)), torch.as_tensor(y_val)))
-        val_bacc = balanced_accuracy_np(y_val, proba.argmax(1))
+        val_bacc = balanced_accuracy(y_val, proba.argmax(1))
         rows.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
                      "val_balanced_accuracy": val_bacc, "lr": lr})
         bar.set_postfix(train=f"{total / max(n, 1):.3f}", val=f"{val_loss:.3f}", bacc=f"{val_bacc:.2f}")

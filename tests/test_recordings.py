@@ -135,3 +135,24 @@ def test_stratified_subset_keeps_every_class(tmp_path):
     sub = datasets.stratified_subset(cells, 20, seed=0)
     assert len(sub) <= 20 and set(sub.label) == {"Excitatory", "Pvalb", "Sst"}
     assert sub.equals(datasets.stratified_subset(cells, 20, seed=0))
+
+
+def test_verified_files_are_not_rehashed_but_a_changed_file_is(tmp_path, monkeypatch):
+    import hashlib
+    import time
+
+    from sts_utils import recordings
+
+    monkeypatch.setenv("STS_OFFLINE", "1")
+    (tmp_path / "f.txt").write_text("hello")
+    entry = RemoteFile("f.txt", "http://x", sha256=hashlib.sha256(b"hello").hexdigest())
+    calls = []
+    real = recordings.file_sha256
+    monkeypatch.setattr(recordings, "file_sha256", lambda p: calls.append(p) or real(p))
+    ensure_files([entry], tmp_path, "t")
+    ensure_files([entry], tmp_path, "t")
+    assert len(calls) == 1  # the second run trusts the recorded size and modification time
+    time.sleep(0.01)
+    (tmp_path / "f.txt").write_text("HELLO")  # changed on disk: hashed again, and rejected
+    with pytest.raises(DataNotAvailableError, match="does not match"):
+        ensure_files([entry], tmp_path, "t")

@@ -79,3 +79,15 @@ def test_methods_run_on_every_backbone_and_keep_scalogram_axes(backbone):
     # Grad-CAM of an untrained network may be all zero after its ReLU; gradients never are
     d = saliency.describe_map(maps["saliency"][0], np.geomspace(2, 1000, 18), np.linspace(-0.1, 1.1, 40), 1.0)
     assert 2 <= d["median_freq_hz"] <= 1000 and 0 <= d["share_channel0"] <= 1
+
+
+def test_reused_random_curve_equals_a_recomputed_one(toy):
+    model, x, _ = toy
+    y = np.zeros(len(x), dtype=int)
+    a = saliency.attribute(model, x, y, "saliency")
+    b = saliency.attribute(model, x, y, "integrated_gradients", ig_steps=4)
+    first = saliency.deletion_curve(model, x, y, a, fractions=(0.0, 0.1), seed=2)
+    reused = saliency.deletion_curve(model, x, y, b, fractions=(0.0, 0.1), seed=2, random_curve=first[first.deleted == "random"])
+    fresh = saliency.deletion_curve(model, x, y, b, fractions=(0.0, 0.1), seed=2)
+    import pandas as pd
+    pd.testing.assert_frame_equal(reused.reset_index(drop=True), fresh.reset_index(drop=True))
