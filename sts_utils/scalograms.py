@@ -15,31 +15,47 @@ Transform
     frequency. ``N_SCALES`` rows at log-spaced frequencies from ``F_MIN_HZ`` to ``F_MAX_HZ`` (defaults:
     two cycles per window, and a quarter of the resampled rate), stored in ascending frequency.
 
-    The CWT is computed *multirate*: each octave of frequencies is transformed by ``pywt.cwt`` on a
-    copy of the signal decimated (FIR anti-alias, zero phase) so that it sits at 1/16–1/8 of its
-    sampling rate (the top octaves at up to 1/4 of the full rate), and its modulus is averaged onto the stored time grid. This gives the same
-    image as one full-rate ``pywt.cwt`` over all scales averaged onto that grid (the test suite
-    checks the correlation), at a fraction of the cost: low frequencies otherwise need wavelets of
-    tens of thousands of samples. ``benchmarks/bench_scalograms.py`` measures the difference.
+    The CWT is computed *multirate*: each octave of frequencies is transformed on a copy of the
+    signal decimated (FIR anti-alias, zero phase) so that it sits at 1/16–1/8 of its sampling rate
+    (the top octaves at up to 1/4 of the full rate), and its modulus is averaged onto the stored
+    time grid. This gives the same image as one full-rate ``pywt.cwt`` over all scales averaged
+    onto that grid (the test suite checks it), at a fraction of the cost: low frequencies otherwise
+    need wavelets of tens of thousands of samples.
+
+    Each octave's transform is :func:`pywt_cwt_batched`, PyWavelets' own CWT (its wavelet, its
+    sampling of the wavelet, its trimming; equal to ``pywt.cwt`` to ~1e-14, tested) with all scales
+    in one batched FFT against a cached kernel bank, instead of ``pywt.cwt``'s Python loop of one
+    FFT pair per scale, and with an FFT only as long as the kept output needs. It is a few lines
+    around ``pywt.integrate_wavelet`` rather than a second library: the wavelet definition stays
+    PyWavelets', and the loop was most of the stage's time. ``benchmarks/bench_scalograms.py``
+    measures the stage against the paper-style path (``pywt.cwt`` at full rate, float32 files).
 
 Normalisation
     ``log1p(modulus / m)`` with ``m`` the cell's median modulus over both channels, then divided by
     its maximum (values in [0, 1]). Without the log, the slow response to the current step holds
     nearly all the power and spikes end up near zero; the common reference keeps the relative power
-    of the two sweeps, and the division removes the cell's overall scale.
+    of the two sweeps, and the division removes the cell's overall scale. ``m`` is at least
+    ``REFERENCE_FLOOR`` (1e-4, i.e. 80 dB, the ``top_db`` convention of librosa's
+    ``amplitude_to_db``) times the peak modulus: where a channel stays silent (spike trains
+    without spikes) the median is rounding noise, ~1e-15, and dividing by it would turn that noise
+    into structure.
 
 Storage
     ``STORE_TIMES`` time bins (default 480) x ``N_SCALES`` x 2 channels, float16: 345,600 bytes a cell,
     1/20 of the paper's float32 180 x 4,800 x 2 arrays. Per-cell shards are written atomically under
-    ``scalograms/cells-<params hash>/`` (so an interrupted run resumes and a changed parameter starts
-    afresh), then consolidated into ``scalograms/scalograms.npy`` (cells x 2 x scales x times) with
-    ``index.csv`` (row -> specimen), ``qc.csv`` (every cell's status), ``freqs_hz.npy``,
-    ``times_s.npy`` and ``params.json``.
+    ``scalograms/cells-<hash of the parameters and TRANSFORM_VERSION>/`` (so an interrupted run
+    resumes and a changed parameter starts afresh), then consolidated into
+    ``scalograms/scalograms.npy`` (cells x 2 x scales x times) with ``index.csv`` (row -> specimen),
+    ``qc.csv`` (every cell's status), ``freqs_hz.npy``, ``times_s.npy`` and ``params.json`` (with
+    the store's SHA-256). The shards' arrays are then deleted, so the store is the only copy; a
+    later run takes finished cells from the store when ``params.json`` vouches for it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -49,14 +65,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pywt
+from scipy import fft as sfft
 from scipy import signal as sps
 from tqdm import tqdm
 
 from .config import CLASSES, dataset_dir, logger
-from .io import atomic_path, load_npy, save_npy_atomic, write_csv_atomic, write_sidecar, write_text_atomic
+from .io import atomic_path, file_sha256, load_npy, save_npy_atomic, write_csv_atomic, write_sidecar, write_text_atomic
 from .sweeps import DEFAULT_OFFSETS_PA, SelectionError, count_spikes_in_window, detect_spikes, select_suprathreshold_sweeps
 
 WAVELET = "cmor1.5-1.0"
+REFERENCE_FLOOR = 1e-4  # smallest normalisation reference, relative to the cell's peak modulus
+# bump when the images a parameter set gives change (v2: reference floor)
+TRANSFORM_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,9 @@ class ScalogramParams:
         return np.geomspace(f_min, f_max, self.n_scales)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        # the transform's version is part of the key, so shards from older code are not reused
+        key = {**asdict(self), "transform_version": TRANSFORM_VERSION}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------- transforms
@@ -109,6 +131,8 @@ def resample_rows(x: np.ndarray, n_out: int) -> np.ndarray:
     n_in = x.shape[1]
     if n_in == n_out:
         return x.copy()
+    if n_in % n_out == 0:  # whole bins: a plain mean (the same numbers, without the cumulative sum)
+        return x.reshape(x.shape[0], n_out, n_in // n_out).mean(axis=2)
     if n_in > n_out:
         cs = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1, dtype=np.float64)], axis=1)
         edges = np.linspace(0.0, n_in, n_out + 1)
@@ -120,41 +144,122 @@ def resample_rows(x: np.ndarray, n_out: int) -> np.ndarray:
     return np.stack([np.interp(centres, np.arange(n_in), row) for row in x])
 
 
+@functools.lru_cache(maxsize=64)
+def _pywt_kernels(wavelet: str, scales: tuple[float, ...], precision: int) -> tuple[tuple[np.ndarray, int], ...]:
+    """The filters ``pywt.cwt`` applies, one per scale: ``(kernel, output offset)``.
+
+    ``pywt.cwt`` convolves the signal with the integrated wavelet sampled at each scale, takes the
+    first difference and trims the ends; the difference of a convolution is the convolution with
+    the differenced kernel, so each scale is one linear filter ``-sqrt(scale) * diff([0, g, 0])``
+    whose output starts ``offset`` samples in.
+    """
+    w = pywt.ContinuousWavelet(wavelet)
+    int_psi, x = pywt.integrate_wavelet(w, precision=precision)
+    int_psi = np.conj(int_psi) if w.complex_cwt else int_psi
+    step = x[1] - x[0]
+    kernels = []
+    for scale in scales:
+        j = (np.arange(scale * (x[-1] - x[0]) + 1) / (scale * step)).astype(int)
+        g = int_psi[j[j < int_psi.size]][::-1]
+        h = -np.sqrt(scale) * np.diff(g, prepend=0, append=0)
+        half = (len(g) - 2) / 2
+        kernels.append((h, (math.floor(half) if half > 0 else 0) + 1))
+    return tuple(kernels)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_bank_fft(wavelet: str, scales: tuple[float, ...], precision: int, n_fft: int,
+                     lag_min: int, lag_max: int) -> np.ndarray:
+    """FFT of every scale's kernel, placed by lag (so all outputs start at 0) and cut to the lags used."""
+    bank = np.zeros((len(scales), n_fft), dtype=complex)
+    for row, (h, offset) in zip(bank, _pywt_kernels(wavelet, scales, precision)):
+        lags = np.arange(len(h)) - offset
+        used = (lags >= lag_min) & (lags <= lag_max)
+        row[lags[used] % n_fft] = h[used]
+    return sfft.fft(bank, axis=1)
+
+
+def pywt_cwt_batched(x: np.ndarray, scales: np.ndarray, wavelet: str = WAVELET, precision: int = 12,
+                     keep: tuple[int, int] | None = None) -> np.ndarray:
+    """``pywt.cwt(x, scales, wavelet, method="fft")[0][..., start:stop]``, all scales in one batched FFT.
+
+    The same wavelet, sampling and trimming as PyWavelets (equal to it to rounding, ~1e-14; tested),
+    without its per-scale loop of one FFT pair each. Each scale's filter is placed by lag in one
+    cached kernel bank, so a call is one forward FFT of the signal and one batched inverse FFT.
+    Only output columns ``keep = (start, stop)`` are returned (default: all); kernel taps that
+    cannot reach them are dropped and the FFT is just long enough that no kept column wraps
+    around. That matters for low frequencies, whose wavelets are longer than the signal itself.
+
+    ``x`` is (samples,) or (channels, samples); returns complex (scales, stop - start) or
+    (channels, scales, stop - start).
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    start, stop = keep if keep is not None else (0, n)
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"keep={keep} outside 0..{n}")
+    scales = tuple(float(s) for s in np.atleast_1d(scales))
+    kernels = _pywt_kernels(wavelet, scales, precision)
+    # output t reads x[t - lag]: the kept columns need lags in [start - (n - 1), stop - 1]
+    lag_min, lag_max = start - (n - 1), stop - 1
+    lo = max(lag_min, min(-offset for _, offset in kernels))
+    hi = min(lag_max, max(len(h) - 1 - offset for h, offset in kernels))
+    # a circular convolution of period P is exact at the kept columns once no used lag is
+    # ambiguous modulo P: P > (largest used lag - smallest needed) and vice versa
+    # (2-3-5-smooth lengths: pocketfft is slower on the 7- and 11-factor sizes next_fast_len allows)
+    n_fft = sfft.next_fast_len(max(n, stop, hi - lag_min + 1, lag_max - lo + 1), real=True)
+    bank = _kernel_bank_fft(wavelet, scales, precision, n_fft, lag_min, lag_max)
+    spectrum = sfft.fft(x, n_fft, axis=-1)[..., None, :]
+    return sfft.ifft(spectrum * bank, axis=-1)[..., start:stop]
+
+
 def cwt_modulus(x: np.ndarray, sampling_rate_hz: float, freqs_hz: np.ndarray, wavelet: str = WAVELET) -> np.ndarray:
-    """Full-rate ``pywt.cwt`` modulus (rows = ``freqs_hz``), with reflect padding against edge effects."""
-    x = np.asarray(x, dtype=float) - np.mean(x)
+    """Full-rate CWT modulus (rows = ``freqs_hz``), with reflect padding against edge effects.
+
+    ``x`` is (samples,) or (channels, samples). The padding is half the signal, capped at half the
+    longest wavelet: a coefficient only sees samples within half a wavelet length on either side,
+    so a longer reflection would not change any value inside the window (tested).
+    """
+    x = np.asarray(x, dtype=float)
+    x = x - x.mean(axis=-1, keepdims=True)
+    n = x.shape[-1]
     scales = pywt.frequency2scale(wavelet, np.asarray(freqs_hz) / sampling_rate_hz)
-    pad = min(len(x) - 1, len(x) // 2)
-    xp = np.pad(x, pad, mode="reflect")
-    coef, _ = pywt.cwt(xp, scales, wavelet, method="fft")
-    return np.abs(coef[:, pad:pad + len(x)])
+    longest = max(len(h) for h, _ in _pywt_kernels(wavelet, tuple(float(s) for s in scales), 12))
+    pad = min(n - 1, n // 2, longest // 2 + 2)
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    return np.abs(pywt_cwt_batched(xp, scales, wavelet, keep=(pad, pad + n)))
 
 
 def multirate_cwt_modulus(x: np.ndarray, sampling_rate_hz: float, freqs_hz: np.ndarray, n_out: int,
                           wavelet: str = WAVELET) -> np.ndarray:
     """CWT modulus on ``n_out`` time bins, each octave computed at a matching decimated rate.
 
-    Rows follow ``freqs_hz``. Frequencies above 1/16 of the current rate (at least 16 samples per
-    wavelet cycle, so the sampled wavelet keeps its shape) are done at that rate; the signal is then
-    halved (FIR, zero-phase) until every frequency is covered.
+    ``x`` is (samples,) or (channels, samples); rows follow ``freqs_hz``. Frequencies above 1/16 of
+    the current rate (at least 16 samples per wavelet cycle, so the sampled wavelet keeps its
+    shape) are done at that rate; the signal is then halved (FIR, zero-phase) until every
+    frequency is covered.
     """
     freqs = np.asarray(freqs_hz, dtype=float)
-    out = np.empty((len(freqs), n_out), dtype=np.float64)
+    sig = np.asarray(x, dtype=float)
+    sig = sig - sig.mean(axis=-1, keepdims=True)
+    lead = sig.shape[:-1]
+    out = np.empty(lead + (len(freqs), n_out), dtype=np.float64)
     todo = np.ones(len(freqs), dtype=bool)
-    sig = np.asarray(x, dtype=float) - np.mean(x)
     fs = float(sampling_rate_hz)
     level = 0
     while todo.any():
-        can_decimate = len(sig) >= 2 * max(n_out, 64)
+        can_decimate = sig.shape[-1] >= 2 * max(n_out, 64)
         band = todo & ((freqs > fs / 16.0) | (not can_decimate))
         if band.any():
             # pywt's CWT sums over samples with a 1/sqrt(scale) weight, so at half the rate (half
             # the samples, half the scale) the modulus is 1/sqrt(2) smaller: undo it per level
             gain = np.sqrt(2.0) ** level
-            out[band] = gain * resample_rows(cwt_modulus(sig, fs, freqs[band], wavelet), n_out)
+            modulus = cwt_modulus(sig, fs, freqs[band], wavelet)
+            binned = resample_rows(modulus.reshape(-1, modulus.shape[-1]), n_out)
+            out[..., band, :] = gain * binned.reshape(lead + (int(band.sum()), n_out))
             todo &= ~band
         if todo.any():
-            sig = sps.decimate(sig, 2, ftype="fir", zero_phase=True)
+            sig = sps.decimate(sig, 2, ftype="fir", zero_phase=True, axis=-1)
             fs /= 2.0
             level += 1
     return out
@@ -183,20 +288,24 @@ def bin_spike_train(spike_times_s: np.ndarray, start_s: float, end_s: float, n_t
 
 def scalogram_image(signals: list[np.ndarray], sampling_rate_hz: float, freqs_hz: np.ndarray, store_times: int,
                     wavelet: str = WAVELET) -> np.ndarray:
-    """Stack the CWT moduli of the channel signals and normalise by the cell's maximum.
+    """Stack the CWT moduli of the channel signals, log-compress and scale to the cell's maximum.
 
-    Returns float32 (channels, scales, store_times) in [0, 1].
+    Returns float32 (channels, scales, store_times) in [0, 1]. A cell whose signals are flat
+    (zero modulus everywhere) is skipped with a :class:`SelectionError`.
     """
-    chans = [multirate_cwt_modulus(s, sampling_rate_hz, freqs_hz, store_times, wavelet) for s in signals]
-    img = np.stack(chans)
+    # one channel at a time: a (channels, scales, samples) complex batch outgrows the CPU cache
+    # and ran slower here than two single-channel calls (benchmarks/bench_scalograms.py)
+    img = np.stack([multirate_cwt_modulus(s, sampling_rate_hz, freqs_hz, store_times, wavelet) for s in signals])
     if not np.isfinite(img).all():
         raise SelectionError("non-finite scalogram")
     # log compression relative to the cell's median modulus: the slow step response would
     # otherwise hold nearly all of the dynamic range and leave spikes near zero
-    ref = float(np.median(img))
-    img = np.log1p(img / ref) if ref > 0 else img
     peak = float(img.max())
-    return (img / peak if peak > 0 else img).astype(np.float32)
+    if peak <= 0:
+        raise SelectionError("flat signal", "zero wavelet modulus in every channel")
+    ref = max(float(np.median(img)), REFERENCE_FLOOR * peak)
+    img = np.log1p(img / ref)
+    return (img / float(img.max())).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- one cell at a time
@@ -333,12 +442,13 @@ def compute_scalograms(dataset: str, data_dir: str | os.PathLike | None = None, 
     shard_dir = out_dir / f"cells-{params.hash()}"
     shard_dir.mkdir(parents=True, exist_ok=True)
     groups = dict(tuple(table.groupby("specimen_id")))
+    stored = stored_rows(out_dir, shard_dir)
     jobs, results = [], {}
     for sid in cells["specimen_id"].astype(int):
         done = shard_dir / f"{sid}.json"
         if done.exists():
             rec = json.loads(done.read_text())
-            if rec["status"] != "ok" or (shard_dir / f"{sid}.npy").exists():
+            if rec["status"] != "ok" or (shard_dir / f"{sid}.npy").exists() or sid in stored:
                 results[sid] = (rec.pop("status"), rec)
                 continue
         rows = groups.get(sid)
@@ -357,11 +467,39 @@ def compute_scalograms(dataset: str, data_dir: str | os.PathLike | None = None, 
             for job in tqdm(jobs, desc="scalograms", disable=not progress):
                 sid, status, meta = _process_cell(job)
                 results[sid] = (status, meta)
-    return consolidate_store(ddir, cells, results, shard_dir, params, freqs, window_s, seed, input_path)
+    return consolidate_store(ddir, cells, results, shard_dir, params, freqs, window_s, seed, input_path, stored)
+
+
+def stored_rows(out_dir: Path, shard_dir: Path) -> dict[int, int]:
+    """``specimen_id -> row`` of the consolidated store, if it can stand in for ``shard_dir``'s shards.
+
+    Trusted only when ``params.json`` (written last) names the same shard folder and records the
+    SHA-256 of the store file as it is now: a store replaced by a run that stopped before its
+    ``params.json`` was written, or changed by hand, gives ``{}`` and its cells are recomputed.
+    """
+    meta_path, store_path, index_path = out_dir / "params.json", out_dir / "scalograms.npy", out_dir / "index.csv"
+    if not (meta_path.exists() and store_path.exists() and index_path.exists()):
+        return {}
+    meta = json.loads(meta_path.read_text())
+    if meta.get("params", {}).get("shard_dir") != shard_dir.name or meta.get("store_sha256") != file_sha256(store_path):
+        return {}
+    index = pd.read_csv(index_path)
+    if index.empty:
+        return {}
+    return dict(zip(index["specimen_id"].astype(int), index["row"].astype(int)))
 
 
 def consolidate_store(ddir: Path, cells: pd.DataFrame, results: dict, shard_dir: Path, params: ScalogramParams,
-                      freqs: np.ndarray, window_s: float, seed: int, input_path: Path) -> dict:
+                      freqs: np.ndarray, window_s: float, seed: int, input_path: Path,
+                      stored: dict[int, int] | None = None) -> dict:
+    """Write the store, ``index.csv``, ``qc.csv`` and ``params.json``; then retire the per-cell shards.
+
+    Each ok cell's image comes from its shard, or from the previous store (``stored``, see
+    :func:`stored_rows`). The store is filled on disk (memory-mapped), so a large cohort is never
+    held in memory. Once ``params.json`` is written the shards' ``.npy`` files are deleted (their
+    ``.json`` status files stay): the store is then the only copy, 1/20 of the paper's bytes.
+    """
+    stored = stored or {}
     out_dir = ddir / "scalograms"
     labels = cells.set_index("specimen_id")["label"]
     qc_rows, index_rows = [], []
@@ -372,14 +510,28 @@ def consolidate_store(ddir: Path, cells: pd.DataFrame, results: dict, shard_dir:
             index_rows.append({"specimen_id": sid, "label": labels.get(sid), **{k: v for k, v in meta.items() if k != "detail"}})
     index = pd.DataFrame(index_rows)
     qc = pd.DataFrame(qc_rows, columns=["specimen_id", "label", "status", "detail"])
-    ids = list(index["specimen_id"]) if len(index) else []
-    n_channels = load_npy(shard_dir / f"{ids[0]}.npy", mmap=True).shape[0] if ids else 2
-    store = np.zeros((len(index), n_channels, params.n_scales, params.store_times), dtype=np.float16)
-    for row, sid in enumerate(ids):
-        store[row] = load_npy(shard_dir / f"{sid}.npy")
+    ids = [int(s) for s in index["specimen_id"]] if len(index) else []
+    previous = load_npy(out_dir / "scalograms.npy", mmap=True) if stored else None
+
+    def image(sid: int) -> np.ndarray:
+        shard = shard_dir / f"{sid}.npy"
+        return load_npy(shard) if shard.exists() else np.asarray(previous[stored[sid]])
+
+    n_channels = image(ids[0]).shape[0] if ids else 2
+    shape = (len(ids), n_channels, params.n_scales, params.store_times)
+    store_path = out_dir / "scalograms.npy"
+    if ids:
+        with atomic_path(store_path) as tmp:
+            store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            for row, sid in enumerate(ids):
+                store[row] = image(sid)
+            store.flush()
+            del store
+    else:
+        save_npy_atomic(np.zeros(shape, dtype=np.float16), store_path)
+    del previous  # the old file is replaced; drop the mapping of it
     if len(index):
         index.insert(1, "row", np.arange(len(index)))
-    store_path = save_npy_atomic(store, out_dir / "scalograms.npy")
     save_npy_atomic(freqs, out_dir / "freqs_hz.npy")
     times = (np.arange(params.store_times) + 0.5) * window_s / params.store_times - params.pre_s
     save_npy_atomic(times, out_dir / "times_s.npy")
@@ -390,8 +542,11 @@ def consolidate_store(ddir: Path, cells: pd.DataFrame, results: dict, shard_dir:
                             "f_max_hz_used": float(freqs[-1]), "shard_dir": shard_dir.name},
                   seed=seed, inputs={"cells.csv": ddir / "cells.csv", input_path.name: input_path},
                   stage="scalograms", extra={"qc_counts": counts, "n_cells": int(len(index)),
-                                             "bytes_per_cell": int(store[0].nbytes) if len(index) else 0},
+                                             "bytes_per_cell": int(np.prod(shape[1:])) * 2,
+                                             "store_sha256": file_sha256(store_path)},
                   path=out_dir / "params.json")
+    for sid in ids:  # the store now holds these images: retire the shards
+        (shard_dir / f"{sid}.npy").unlink(missing_ok=True)
     logger.info("scalograms: %d cells stored, qc %s", len(index), counts)
     return {"index": index, "qc": qc, "store": store_path}
 

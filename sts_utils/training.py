@@ -163,8 +163,12 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor, y_val: 
 
 
 def as_tensor(images: np.ndarray) -> torch.Tensor:
-    """Scalograms as one in-memory float16 tensor (half the memory of float32; cast per batch)."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(images, dtype=np.float16)))
+    """Scalograms as one in-memory float16 tensor (half the memory of float32; cast per batch).
+
+    A read-only memory map (a slice of the store) is copied into memory, so batches never wait
+    on the disk and torch gets a writable array; an in-memory array is used as it is.
+    """
+    return torch.from_numpy(np.require(np.asarray(images, dtype=np.float16), requirements=["C", "W"]))
 
 
 def train_val_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

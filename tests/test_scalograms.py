@@ -57,6 +57,53 @@ def test_multirate_equals_full_rate_cwt_averaged_to_the_stored_grid():
     assert np.all(np.abs(ratio[fr >= 10] - 1) < 0.12), ratio.round(3)
 
 
+@pytest.mark.parametrize("n, f_lo, f_hi", [(3000, 0.002, 0.25), (600, 1 / 300, 1 / 16), (1200, 5e-4, 0.01), (50, 0.01, 0.3)])
+def test_batched_cwt_equals_pywt_cwt(n, f_lo, f_hi):
+    """The batched transform is pywt.cwt to rounding, also where wavelets outgrow the signal."""
+    import pywt
+
+    x = np.random.default_rng(n).standard_normal(n)
+    scales = pywt.frequency2scale(sc.WAVELET, np.geomspace(f_lo, f_hi, 30))
+    ref = pywt.cwt(x, scales, sc.WAVELET, method="fft")[0]
+    tol = 1e-12 * np.abs(ref).max()
+    np.testing.assert_allclose(sc.pywt_cwt_batched(x, scales), ref, rtol=0, atol=tol)
+    for start, stop in [(n // 4, n - n // 4), (0, 1), (n - 3, n)]:
+        got = sc.pywt_cwt_batched(x, scales, keep=(start, stop))
+        np.testing.assert_allclose(got, ref[:, start:stop], rtol=0, atol=tol)
+    two = sc.pywt_cwt_batched(np.stack([x, -2 * x]), scales)
+    np.testing.assert_allclose(two[1], -2 * ref, rtol=0, atol=2 * tol)
+    with pytest.raises(ValueError):
+        sc.pywt_cwt_batched(x, scales, keep=(5, n + 1))
+
+
+def test_padding_capped_at_the_wavelet_changes_nothing_inside_the_window():
+    """Reflecting half a wavelet or half the signal gives the same coefficients in the window."""
+    import pywt
+
+    x = np.random.default_rng(3).standard_normal(N)
+    fr = freqs()
+    xc = x - x.mean()
+    pad = N // 2
+    scales = pywt.frequency2scale(sc.WAVELET, fr / FS)
+    ref = np.abs(pywt.cwt(np.pad(xc, pad, mode="reflect"), scales, sc.WAVELET, method="fft")[0][:, pad:pad + N])
+    np.testing.assert_allclose(sc.cwt_modulus(x, FS, fr), ref, rtol=0, atol=1e-12 * ref.max())
+
+
+def test_a_silent_channel_does_not_turn_rounding_noise_into_structure():
+    """One channel without spikes: its image stays ~0 and does not depend on 1e-12 perturbations."""
+    window = 3.2
+    fs = N / window
+    fr = ScalogramParams(f_max_hz=375.0).frequencies_hz(window)
+    silent = np.zeros(N)
+    firing = sc.bin_spike_train(np.arange(0.2, 3.0, 0.05), 0.0, window, N)
+    a = sc.scalogram_image([silent, firing], fs, fr, 480)
+    b = sc.scalogram_image([silent + 1e-12 * np.random.default_rng(0).standard_normal(N), firing], fs, fr, 480)
+    assert a[0].max() < 1e-3
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(sc.SelectionError, match="flat signal"):
+        sc.scalogram_image([silent, silent], fs, fr, 480)
+
+
 @pytest.mark.parametrize("f", [5.0, 30.0, 300.0])
 def test_multirate_keeps_the_amplitude_of_a_sine(f):
     t = np.arange(N) / FS
@@ -84,8 +131,17 @@ def test_store_round_trip_and_size(tiny_demo):
     assert store.images[0].nbytes <= 350_000  # <= 1/20 of the paper's 6.9 MB per cell
     params = json.loads((tiny_demo / "demo" / "scalograms" / "params.json").read_text())
     shard_dir = tiny_demo / "demo" / "scalograms" / params["params"]["shard_dir"]
-    for r in store.index.itertuples():
-        assert np.array_equal(np.load(shard_dir / f"{r.specimen_id}.npy"), store.images[r.row])
+    # the store is the only copy of the images: shards are retired, their status files kept
+    assert not list(shard_dir.glob("*.npy"))
+    assert len(list(shard_dir.glob("*.json"))) == len(pd.read_csv(tiny_demo / "demo" / "scalograms" / "qc.csv"))
+    store_file = tiny_demo / "demo" / "scalograms" / "scalograms.npy"
+    assert store_file.stat().st_size <= 128 + 345_600 * len(store.index)
+    # reloading is bit-identical to the image computed afresh from the cell's sweeps
+    sweeps = pd.read_csv(tiny_demo / "demo" / "sweeps.csv")
+    first = store.index.iloc[0]
+    signals, _ = sc.cell_voltage_signals(sweeps[sweeps.specimen_id == first.specimen_id], tiny_demo / "demo" / "raw", ScalogramParams())
+    fresh = sc.scalogram_image(signals, 4800 / params["params"]["window_s"], store.freqs_hz, 480).astype(np.float16)
+    assert np.array_equal(fresh, store.images[first.row])
     assert np.isclose(float(np.asarray(store.images, dtype=np.float32).max()), 1.0, atol=1e-3)
     assert store.freqs_hz[0] < store.freqs_hz[-1]
 
@@ -104,6 +160,22 @@ def test_scalograms_are_deterministic_and_resume_only_the_rest(tiny_demo, monkey
     monkeypatch.setattr(sc, "_process_cell", lambda job: computed.append(job[0]) or real(job))
     compute_scalograms("demo", tiny_demo, n_jobs=1, progress=False)
     assert sorted(computed) == sorted(int(v.stem) for v in victims)
+    assert np.array_equal(np.load(ddir / "scalograms.npy"), before)
+
+
+def test_a_store_that_does_not_match_its_record_is_recomputed_not_trusted(tiny_demo, monkeypatch):
+    """A store replaced by a run that stopped before params.json, or edited, is not a source of images."""
+    ddir = tiny_demo / "demo" / "scalograms"
+    before = np.load(ddir / "scalograms.npy")
+    n_ok = len(pd.read_csv(ddir / "index.csv"))
+    corrupted = before.copy()
+    corrupted[0, 0, 0, 0] = 0.5 if corrupted[0, 0, 0, 0] != 0.5 else 0.25
+    np.save(ddir / "scalograms.npy", corrupted)
+    computed = []
+    real = sc._process_cell
+    monkeypatch.setattr(sc, "_process_cell", lambda job: computed.append(job[0]) or real(job))
+    compute_scalograms("demo", tiny_demo, n_jobs=1, progress=False)
+    assert len(computed) == n_ok
     assert np.array_equal(np.load(ddir / "scalograms.npy"), before)
 
 
