@@ -23,7 +23,7 @@ import pandas as pd
 import pywt
 
 from sts_utils import config
-from sts_utils.io import load_npy, save_npy_atomic
+from sts_utils.io import load_npy, save_npy_atomic, write_npy_rows_atomic
 from sts_utils.scalograms import ScalogramParams, cell_voltage_signals, scalogram_image
 
 
@@ -58,13 +58,14 @@ def main(argv=None) -> dict:
             img = scalogram_image(sig, fs, freqs, params.store_times, params.wavelet).astype(np.float16)
             save_npy_atomic(img, tmp / f"sts_{sid}.npy")
         shard_bytes = np.mean([(tmp / f"sts_{sid}.npy").stat().st_size for sid in ids])
-        store = np.lib.format.open_memmap(tmp / "store.npy", mode="w+", dtype=np.float16,
-                                          shape=(len(ids), 2, params.n_scales, params.store_times))
-        for row, sid in enumerate(ids):
-            store[row] = load_npy(tmp / f"sts_{sid}.npy")
-            (tmp / f"sts_{sid}.npy").unlink()
-        store.flush()
-        del store
+
+        def retired_shards():  # consolidate as the stage does: each shard into the store, then deleted
+            for sid in ids:
+                yield load_npy(tmp / f"sts_{sid}.npy")
+                (tmp / f"sts_{sid}.npy").unlink()
+
+        write_npy_rows_atomic(tmp / "store.npy", (len(ids), 2, params.n_scales, params.store_times), np.float16,
+                              retired_shards())
         t_sts = time.perf_counter() - t0
         bytes_sts = (tmp / "store.npy").stat().st_size / len(ids)
     out = {"cells": len(ids), "paper_cells_per_s": len(ids) / t_paper, "sts_cells_per_s": len(ids) / t_sts,

@@ -103,8 +103,6 @@ def firing_pattern_features(sweep_set, feats: dict, numbers: list[int], hero_swe
     or a pause was detected, and the delay ratio exceeds 1 (first spike later than one time
     constant of the rise). Values are NaN when ipfx cannot compute them (too few spikes).
     """
-    import warnings
-
     from ipfx import spike_train_features as strf
 
     k = numbers.index(hero_sweep)

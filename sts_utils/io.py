@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -71,6 +71,24 @@ def save_npy_atomic(array: np.ndarray, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return Path(target)
+
+
+def write_npy_rows_atomic(target: str | os.PathLike, shape: tuple[int, ...], dtype: Any,
+                          rows: Iterable[np.ndarray]) -> Path:
+    """Write a ``.npy`` array row by row through a memory map (never whole in memory), atomically.
+
+    ``rows`` must yield exactly ``shape[0]`` arrays of shape ``shape[1:]``.
+    """
+    with atomic_path(target) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        n_rows = 0
+        for n_rows, row in enumerate(rows, start=1):
+            out[n_rows - 1] = row
+        if n_rows != shape[0]:
+            raise ValueError(f"{target}: got {n_rows} rows for shape {shape}")
+        out.flush()
+        del out
     return Path(target)
 
 

@@ -120,13 +120,6 @@ def describe_map(m: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray, stim_
     }
 
 
-@torch.no_grad()
-def _probabilities(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    from .training import predict_proba
-
-    return predict_proba(model, torch.as_tensor(x, dtype=torch.float32), batch_size=batch_size)
-
-
 def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: float = 0.0) -> np.ndarray:
     """Copy of ``x`` with each cell's top ``fraction`` of pixels (by ``ranking``, all channels) set to ``baseline``."""
     out = x.copy()
@@ -148,6 +141,7 @@ def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fracti
     earlier call on the same model and cells as ``random_curve`` to reuse them instead of recomputing.
     """
     from .evaluation import balanced_accuracy
+    from .training import predict_proba
 
     rows = []
     kinds = [("attribution", attr)]
@@ -155,7 +149,7 @@ def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fracti
         kinds.append(("random", np.random.default_rng(seed).random(attr.shape).astype(np.float32)))
     for kind, rank in kinds:
         for f in fractions:
-            p = _probabilities(model, delete_top(x, rank, f, baseline))
+            p = predict_proba(model, delete_top(x, rank, f, baseline))
             rows.append({"deleted": kind, "fraction": f, "p_true": float(p[np.arange(len(y)), y].mean()),
                          "balanced_accuracy": balanced_accuracy(y, p.argmax(1))})
     curve = pd.DataFrame(rows)
@@ -171,7 +165,7 @@ def deletion_areas(curves: pd.DataFrame) -> pd.DataFrame:
     for key, g in curves.groupby(keys + ["deleted"]):
         g = g.sort_values("fraction")
         x, yv = g["fraction"].to_numpy(), g["p_true"].to_numpy()
-        area = float(np.sum((x[1:] - x[:-1]) * (yv[1:] + yv[:-1]) / 2) / (x[-1] - x[0])) if len(x) > 1 else float("nan")
+        area = float(np.trapezoid(yv, x) / (x[-1] - x[0])) if len(x) > 1 else float("nan")
         rows.append({**dict(zip(keys + ["deleted"], key if isinstance(key, tuple) else (key,))), "area_p_true": area})
     return pd.DataFrame(rows)
 

@@ -70,7 +70,8 @@ from scipy import signal as sps
 from tqdm import tqdm
 
 from .config import CLASSES, dataset_dir, logger
-from .io import atomic_path, file_sha256, load_npy, save_npy_atomic, write_csv_atomic, write_sidecar, write_text_atomic
+from .io import (file_sha256, load_npy, save_npy_atomic, write_csv_atomic, write_npy_rows_atomic, write_sidecar,
+                 write_text_atomic)
 from .sweeps import DEFAULT_OFFSETS_PA, SelectionError, count_spikes_in_window, detect_spikes, select_suprathreshold_sweeps
 
 WAVELET = "cmor1.5-1.0"
@@ -131,7 +132,7 @@ def resample_rows(x: np.ndarray, n_out: int) -> np.ndarray:
     n_in = x.shape[1]
     if n_in == n_out:
         return x.copy()
-    if n_in % n_out == 0:  # whole bins: a plain mean (the same numbers, without the cumulative sum)
+    if n_in % n_out == 0:  # whole bins: a plain mean (the same bin means, without the cumulative sum)
         return x.reshape(x.shape[0], n_out, n_in // n_out).mean(axis=2)
     if n_in > n_out:
         cs = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1, dtype=np.float64)], axis=1)
@@ -216,17 +217,16 @@ def pywt_cwt_batched(x: np.ndarray, scales: np.ndarray, wavelet: str = WAVELET, 
 def cwt_modulus(x: np.ndarray, sampling_rate_hz: float, freqs_hz: np.ndarray, wavelet: str = WAVELET) -> np.ndarray:
     """Full-rate CWT modulus (rows = ``freqs_hz``), with reflect padding against edge effects.
 
-    ``x`` is (samples,) or (channels, samples). The padding is half the signal, capped at half the
-    longest wavelet: a coefficient only sees samples within half a wavelet length on either side,
-    so a longer reflection would not change any value inside the window (tested).
+    The padding is half the signal, capped at half the longest wavelet: a coefficient only sees
+    samples within half a wavelet length on either side, so a longer reflection would not change
+    any value inside the window (tested).
     """
-    x = np.asarray(x, dtype=float)
-    x = x - x.mean(axis=-1, keepdims=True)
-    n = x.shape[-1]
+    x = np.asarray(x, dtype=float) - np.mean(x)
+    n = len(x)
     scales = pywt.frequency2scale(wavelet, np.asarray(freqs_hz) / sampling_rate_hz)
     longest = max(len(h) for h, _ in _pywt_kernels(wavelet, tuple(float(s) for s in scales), 12))
     pad = min(n - 1, n // 2, longest // 2 + 2)
-    xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    xp = np.pad(x, pad, mode="reflect")
     return np.abs(pywt_cwt_batched(xp, scales, wavelet, keep=(pad, pad + n)))
 
 
@@ -234,32 +234,27 @@ def multirate_cwt_modulus(x: np.ndarray, sampling_rate_hz: float, freqs_hz: np.n
                           wavelet: str = WAVELET) -> np.ndarray:
     """CWT modulus on ``n_out`` time bins, each octave computed at a matching decimated rate.
 
-    ``x`` is (samples,) or (channels, samples); rows follow ``freqs_hz``. Frequencies above 1/16 of
-    the current rate (at least 16 samples per wavelet cycle, so the sampled wavelet keeps its
-    shape) are done at that rate; the signal is then halved (FIR, zero-phase) until every
-    frequency is covered.
+    Rows follow ``freqs_hz``. Frequencies above 1/16 of the current rate (at least 16 samples per
+    wavelet cycle, so the sampled wavelet keeps its shape) are done at that rate; the signal is then
+    halved (FIR, zero-phase) until every frequency is covered.
     """
     freqs = np.asarray(freqs_hz, dtype=float)
-    sig = np.asarray(x, dtype=float)
-    sig = sig - sig.mean(axis=-1, keepdims=True)
-    lead = sig.shape[:-1]
-    out = np.empty(lead + (len(freqs), n_out), dtype=np.float64)
+    out = np.empty((len(freqs), n_out), dtype=np.float64)
     todo = np.ones(len(freqs), dtype=bool)
+    sig = np.asarray(x, dtype=float) - np.mean(x)
     fs = float(sampling_rate_hz)
     level = 0
     while todo.any():
-        can_decimate = sig.shape[-1] >= 2 * max(n_out, 64)
+        can_decimate = len(sig) >= 2 * max(n_out, 64)
         band = todo & ((freqs > fs / 16.0) | (not can_decimate))
         if band.any():
             # pywt's CWT sums over samples with a 1/sqrt(scale) weight, so at half the rate (half
             # the samples, half the scale) the modulus is 1/sqrt(2) smaller: undo it per level
             gain = np.sqrt(2.0) ** level
-            modulus = cwt_modulus(sig, fs, freqs[band], wavelet)
-            binned = resample_rows(modulus.reshape(-1, modulus.shape[-1]), n_out)
-            out[..., band, :] = gain * binned.reshape(lead + (int(band.sum()), n_out))
+            out[band] = gain * resample_rows(cwt_modulus(sig, fs, freqs[band], wavelet), n_out)
             todo &= ~band
         if todo.any():
-            sig = sps.decimate(sig, 2, ftype="fir", zero_phase=True, axis=-1)
+            sig = sps.decimate(sig, 2, ftype="fir", zero_phase=True)
             fs /= 2.0
             level += 1
     return out
@@ -293,8 +288,8 @@ def scalogram_image(signals: list[np.ndarray], sampling_rate_hz: float, freqs_hz
     Returns float32 (channels, scales, store_times) in [0, 1]. A cell whose signals are flat
     (zero modulus everywhere) is skipped with a :class:`SelectionError`.
     """
-    # one channel at a time: a (channels, scales, samples) complex batch outgrows the CPU cache
-    # and ran slower here than two single-channel calls (benchmarks/bench_scalograms.py)
+    # one channel at a time: batching both channels into one (channels, scales, samples) complex
+    # array outgrew the CPU cache and ran slower here than two single-channel calls
     img = np.stack([multirate_cwt_modulus(s, sampling_rate_hz, freqs_hz, store_times, wavelet) for s in signals])
     if not np.isfinite(img).all():
         raise SelectionError("non-finite scalogram")
@@ -519,16 +514,7 @@ def consolidate_store(ddir: Path, cells: pd.DataFrame, results: dict, shard_dir:
 
     n_channels = image(ids[0]).shape[0] if ids else 2
     shape = (len(ids), n_channels, params.n_scales, params.store_times)
-    store_path = out_dir / "scalograms.npy"
-    if ids:
-        with atomic_path(store_path) as tmp:
-            store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-            for row, sid in enumerate(ids):
-                store[row] = image(sid)
-            store.flush()
-            del store
-    else:
-        save_npy_atomic(np.zeros(shape, dtype=np.float16), store_path)
+    store_path = write_npy_rows_atomic(out_dir / "scalograms.npy", shape, np.float16, (image(sid) for sid in ids))
     del previous  # the old file is replaced; drop the mapping of it
     if len(index):
         index.insert(1, "row", np.arange(len(index)))

@@ -26,6 +26,19 @@ def test_atomic_write_replaces_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
 
 
+def test_row_by_row_array_write_is_atomic_and_checks_the_row_count(tmp_path):
+    target = tmp_path / "store.npy"
+    rows = [np.full((2, 3), k, dtype=np.float16) for k in range(4)]
+    io.write_npy_rows_atomic(target, (4, 2, 3), np.float16, iter(rows))
+    assert np.array_equal(io.load_npy(target), np.stack(rows))
+    with pytest.raises(ValueError, match="got 3 rows"):
+        io.write_npy_rows_atomic(target, (4, 2, 3), np.float16, iter(rows[:3]))
+    assert np.array_equal(io.load_npy(target), np.stack(rows))  # the previous array is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["store.npy"]
+    io.write_npy_rows_atomic(tmp_path / "empty.npy", (0, 2, 3), np.float16, iter([]))
+    assert io.load_npy(tmp_path / "empty.npy").shape == (0, 2, 3)
+
+
 def test_sidecar_records_params_seed_versions_and_input_hashes(tmp_path):
     inp = tmp_path / "in.csv"
     inp.write_text("x\n1\n")
