@@ -46,7 +46,7 @@ RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
 	test-integration lab bench clean clean-all
 
 help:
-	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-07 -> figures/<dataset>/"
+	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-07 in order -> figures/<dataset>/"
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook)"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
@@ -56,13 +56,17 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lab]'
+	$(PY) -m pip install --quiet -e '.[test,lab,browser]'
 	$(PY) -m ipykernel install --sys-prefix --name sts --display-name "Python (sts)" >/dev/null
+	$(JUPYTEXT_VIEWER) >/dev/null
 	touch $(STAMP)
 
 env: $(STAMP)
 
 # ------------------------------------------------------------------------------------------- stages
+# A failed recipe deletes the target it was making, so a half-made stage never looks done.
+.DELETE_ON_ERROR:
+
 paper: data scalograms splits train-all baseline evaluate saliency
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
 
@@ -75,27 +79,54 @@ baseline: $(D)/baseline/predictions.csv
 evaluate: $(F)/results_table.csv
 saliency: $(F)/deletion_table.csv
 
-$(D)/cells.csv: notebooks/01_data_acquisition.py sts_utils/datasets.py sts_utils/recordings.py sts_utils/simulate.py sts_utils/nwb.py | $(STAMP)
+# Each stage depends on (1) its notebook, (2) the package files that notebook imports, derived from the
+# imports into $(DEPS_MK), (3) a stamp of its resolved parameters, rewritten only when one changed (the `+`
+# runs it under `make -n` too, so a dry run plans exactly what a real run would do), (4) its inputs.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+DEPS_MK := $(BUILD_DIR)/deps.mk
+STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency
+ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
+$(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
+	@mkdir -p $(@D)
+	@$(PY) -m sts_utils.runner --deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+-include $(DEPS_MK)
+endif
+P := $(B)/.params
+STAMP_CMD = +@$(RUN) --stamp $@ notebooks/$(1).py $(PARAMS) $(2)
+# raw files the project made or downloaded (a changed or corrupted one reruns acquisition, which re-verifies
+# it); the stage's own records of them are left out
+RAW_FILES := $(shell test -d $(D)/raw && find $(D)/raw -type f ! -name verified.json ! -name hashes.lock.json \
+	! -name demo_files.json ! -name '*.part*' 2>/dev/null)
+
+$(P)/01_data_acquisition.json $(P)/02_scalograms.json $(P)/03_splitting.json $(P)/05_baseline.json \
+$(P)/06_testing.json $(P)/07_saliency.json: FORCE | $(STAMP)
+	$(call STAMP_CMD,$(basename $(notdir $@)),$(if $(filter 06_testing 07_saliency,$(basename $(notdir $@))),$(BACKBONES_PARAM)))
+$(P)/04_finetune_%.json: FORCE | $(STAMP)
+	$(call STAMP_CMD,04_finetune,-p BACKBONE $*)
+FORCE:
+.PHONY: FORCE
+
+$(D)/cells.csv: notebooks/01_data_acquisition.py $(DEPS_01_data_acquisition) $(P)/01_data_acquisition.json $(RAW_FILES) | $(STAMP)
 	$(RUN) $< $(B)/01_data_acquisition.ipynb $(PARAMS)
 
-$(D)/scalograms/index.csv: notebooks/02_scalograms.py $(D)/cells.csv sts_utils/scalograms.py sts_utils/sweeps.py | $(STAMP)
+$(D)/scalograms/index.csv: notebooks/02_scalograms.py $(DEPS_02_scalograms) $(P)/02_scalograms.json $(D)/cells.csv | $(STAMP)
 	$(RUN) $< $(B)/02_scalograms.ipynb $(PARAMS)
 
-$(D)/splits.csv: notebooks/03_splitting.py $(D)/scalograms/index.csv sts_utils/splits.py | $(STAMP)
+$(D)/splits.csv: notebooks/03_splitting.py $(DEPS_03_splitting) $(P)/03_splitting.json $(D)/scalograms/index.csv | $(STAMP)
 	$(RUN) $< $(B)/03_splitting.ipynb $(PARAMS)
 
-$(D)/models/%/model.pt: notebooks/04_finetune.py $(D)/splits.csv sts_utils/models.py sts_utils/training.py | $(STAMP)
+$(D)/models/%/model.pt: notebooks/04_finetune.py $(DEPS_04_finetune) $(P)/04_finetune_%.json $(D)/splits.csv | $(STAMP)
 	$(RUN) $< $(B)/04_finetune_$*.ipynb $(PARAMS) -p BACKBONE $*
 
-$(D)/baseline/predictions.csv: notebooks/07_baseline.py $(D)/splits.csv sts_utils/features.py sts_utils/baseline.py | $(STAMP)
-	$(RUN) $< $(B)/07_baseline.ipynb $(PARAMS)
+$(D)/baseline/predictions.csv: notebooks/05_baseline.py $(DEPS_05_baseline) $(P)/05_baseline.json $(D)/splits.csv | $(STAMP)
+	$(RUN) $< $(B)/05_baseline.ipynb $(PARAMS)
 
 # the results table has a row per backbone and one for the LightGBM baseline
-$(F)/results_table.csv: notebooks/05_testing.py $(MODELS) $(D)/baseline/predictions.csv sts_utils/evaluation.py sts_utils/audit.py | $(STAMP)
-	$(RUN) $< $(B)/05_testing.ipynb $(PARAMS) $(BACKBONES_PARAM)
+$(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testing.json $(MODELS) $(D)/baseline/predictions.csv | $(STAMP)
+	$(RUN) $< $(B)/06_testing.ipynb $(PARAMS) $(BACKBONES_PARAM)
 
-$(F)/deletion_table.csv: notebooks/06_saliency.py $(F)/results_table.csv sts_utils/saliency.py | $(STAMP)
-	$(RUN) $< $(B)/06_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM)
+$(F)/deletion_table.csv: notebooks/07_saliency.py $(DEPS_07_saliency) $(P)/07_saliency.json $(F)/results_table.csv | $(STAMP)
+	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM)
 
 # ---------------------------------------------------------------------------------------------- tools
 test: $(STAMP)
@@ -104,8 +135,25 @@ test: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest -m integration -q
 
+# JupyterLab opens Python files with jupytext's notebook view (a settings override in the venv's Lab app
+# dir, as binder/postBuild does); the notebook headers keep an unedited save byte-identical
+JUPYTEXT_VIEWER = $(VENV)/bin/jupytext-config --settings-file \
+	"$$($(PY) -c 'from jupyterlab.commands import get_app_dir; print(get_app_dir())')/settings/overrides.json" \
+	set-default-viewer python
+
 lab: $(STAMP)
-	$(PY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	@$(JUPYTEXT_VIEWER) >/dev/null
+	$(PY) -m jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+.PHONY: book check-browser
+
+# static HTML book of the executed notebooks in $(B)/ -> $(B)/book/index.html (nbconvert; offline)
+book: $(STAMP)
+	$(PY) -m sts_utils.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR)
+
+# the book and JupyterLab checked in the system Chromium (playwright-python; `apt-get install chromium`)
+check-browser: book
+	$(PY) tools/check_browser.py --dataset $(DATASET) --build-dir $(BUILD_DIR)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

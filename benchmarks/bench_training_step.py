@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sts_utils import config
 from sts_utils.models import build_model
-from sts_utils.scalograms import ScalogramStore
+from sts_utils.store import ScalogramStore
 from sts_utils.training import as_tensor, encode_labels
 
 

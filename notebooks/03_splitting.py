@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -27,22 +28,15 @@ TEST_FRACTION = 0.2
 N_REPEATS = 1
 
 # %%
-from IPython.display import display
+from sts_utils import plots, splits
+from sts_utils.pages import open_page
 
-from sts_utils import config, io, plots
-from sts_utils.splits import make_splits
-
-config.setup_logging()
-FIG = config.figures_dir(DATASET, FIGURES_DIR)
-TAG = config.simulated_tag(DATASET)
-result = make_splits(DATASET, DATA_DIR, test_fraction=TEST_FRACTION, n_repeats=N_REPEATS, seed=SEED)
+page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
+result = splits.make_splits(DATASET, DATA_DIR, test_fraction=TEST_FRACTION, n_repeats=N_REPEATS, seed=SEED)
 if result["coverage"]:
-    display(result["coverage"])
+    page.show(splits.coverage_table(result["coverage"]))
 counts = result["counts"]
-io.write_table(counts, FIG / "split_counts", caption=f"Cells per class and split (repeat 0){TAG}.")
-display(counts)
-plots.save(plots.counts_figure(counts, f"Cells per class and split{TAG}"), FIG / "split_counts.png")
-
-# %%
-splits = result["splits"]
-assert not splits.groupby("repeat")["specimen_id"].apply(lambda s: s.duplicated().any()).any(), "a specimen is in two splits"
+page.table(counts, "split_counts", "Cells per class and split (repeat 0)")
+page.figure(plots.counts_figure(counts, f"Cells per class and split{page.tag}"), "split_counts.png")
+page.say(f"{int(counts['train'].sum())} training and {int(counts['test'].sum())} test cells; "
+         f"{result['splits']['repeat'].nunique()} repeat(s), no cell in both splits of a repeat.")

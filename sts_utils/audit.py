@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -29,7 +25,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .config import CLASSES, dataset_dir
-from .evaluation import balanced_accuracy
+from .metrics import balanced_accuracy
+from .store import ScalogramStore
+from .tables import read_cells
 
 GROUP_COLUMNS = ("source", "protocol_version")
 
@@ -101,24 +99,30 @@ def label_quality(predictions: pd.DataFrame, cells: pd.DataFrame) -> list[dict]:
     rows = []
     for model, g in predictions[predictions["repeat"] == 0].groupby("model"):
         flagged = g["specimen_id"].map(flags).fillna("") != ""
+        # chance of balanced accuracy is one over the number of classes present in the cells scored
         rows.append({"input": model, "group_by": "label_flags", "probe": "test, all cells", "n_cells": len(g),
-                     "balanced_accuracy": balanced_accuracy(g["true"], g["pred"]), "chance": 0.25})
+                     "balanced_accuracy": balanced_accuracy(g["true"], g["pred"]),
+                     "chance": 1.0 / max(g["true"].nunique(), 1)})
         rows.append({"input": model, "group_by": "label_flags", "probe": "test, unflagged cells only", "n_cells": int((~flagged).sum()),
-                     "balanced_accuracy": balanced_accuracy(g.loc[~flagged, "true"], g.loc[~flagged, "pred"]), "chance": 0.25})
+                     "balanced_accuracy": balanced_accuracy(g.loc[~flagged, "true"], g.loc[~flagged, "pred"]),
+                     "chance": 1.0 / max(g.loc[~flagged, "true"].nunique(), 1)})
     return rows
 
 
 def run_audit(dataset: str, data_dir: str | os.PathLike | None, predictions: pd.DataFrame, seed: int = 0) -> dict:
-    """All checks for one dataset: a table, a figure and a short reading written from the numbers."""
-    from .scalograms import ScalogramStore
+    """All checks for one dataset: a table and a short reading written from the numbers.
 
+    The feature probes read ``baseline/features_used.csv``, the very table the LightGBM model was
+    trained on (notebook 05), not the unselected ipfx record.
+    """
     ddir = dataset_dir(dataset, data_dir)
-    cells = pd.read_csv(ddir / "cells.csv")
+    cells = read_cells(ddir / "cells.csv")
     rows: list[dict] = []
     store = ScalogramStore.load(dataset, data_dir)
     idx = store.index.merge(cells, on=["specimen_id", "label"], how="left")
     X_s = pooled_scalograms(store.images[idx["row"].to_numpy()])
-    feats = pd.read_csv(ddir / "features.csv") if (ddir / "features.csv").exists() else None
+    used = ddir / "baseline" / "features_used.csv"
+    feats = pd.read_csv(used) if used.exists() else None
     for col in GROUP_COLUMNS:
         if col not in idx.columns:
             continue
@@ -134,23 +138,7 @@ def run_audit(dataset: str, data_dir: str | os.PathLike | None, predictions: pd.
     for col in ("n_groups", "n_cells"):
         if col in table:
             table[col] = table[col].astype("Int64")
-    return {"table": table, "figure": audit_figure(table, dataset), "reading": audit_reading(table)}
-
-
-def audit_figure(table: pd.DataFrame, title: str = ""):
-    probes = table.dropna(subset=["balanced_accuracy"]).copy()
-    probes["what"] = probes["input"] + ": " + probes["probe"]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(probes) + 1.2))
-    ax.barh(probes["what"], probes["balanced_accuracy"], color="C0")
-    ax.scatter(probes["chance"], probes["what"], color="k", marker="|", s=80, label="chance")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("balanced accuracy")
-    ax.invert_yaxis()
-    ax.legend(fontsize=7)
-    ax.set_title(f"Audit: {title}", fontsize=9)
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    return fig
+    return {"table": table, "reading": audit_reading(table)}
 
 
 def audit_reading(table: pd.DataFrame) -> str:

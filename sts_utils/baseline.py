@@ -10,13 +10,23 @@ the contributions plus the expected value equal the raw margin.
 """
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
+import optuna
 import pandas as pd
+from lightgbm import LGBMClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from tqdm import tqdm
 
-from .config import CLASSES, logger
+from .config import CLASSES, dataset_dir, logger, progress_stream, raw_dir
+from .features import compute_features, load_feature_tables, select_features
+from .io import atomic_path, write_csv_atomic, write_text_atomic
+from .labels import read_paper_split
+from .splits import load_split, n_repeats_of
+from .tables import predictions_frame, read_cells
 
 LGBM_SPACE = {
     "num_leaves": ("int", 10, 100),
@@ -32,8 +42,6 @@ LGBM_SPACE = {
 
 
 def make_lgbm(params: dict | None = None, seed: int = 0):
-    from lightgbm import LGBMClassifier
-
     # subsample needs bagging every iteration to take effect; n_jobs=1 keeps results bit-identical
     return LGBMClassifier(random_state=seed, verbose=-1, n_jobs=1, subsample_freq=1, deterministic=True,
                           force_row_wise=True, **(params or {}))
@@ -60,10 +68,7 @@ def prepare_xy(features: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFra
 def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int = 0, n_folds: int = 3,
                     space: dict | None = None, progress: bool = True):
     """Bayesian search (TPE) with stratified CV balanced accuracy; returns the refit model, best params, trials."""
-    import optuna
-    from tqdm import tqdm
-
-    from .training import _suggest
+    from .search import suggest as _suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space or LGBM_SPACE
@@ -78,7 +83,7 @@ def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int 
     trials = pd.DataFrame()
     if n_iter > 0:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-        bar = tqdm(total=n_iter, desc="LightGBM search", disable=not progress)
+        bar = tqdm(total=n_iter, desc="LightGBM search", disable=not progress, file=progress_stream())
         study.optimize(objective, n_trials=n_iter, callbacks=[lambda s, t: bar.update(1)])
         bar.close()
         best_params = dict(study.best_params)
@@ -110,23 +115,92 @@ def importance_table(contrib: np.ndarray, feature_names: list[str]) -> pd.DataFr
     return df.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
 
 
-def shap_summary_figure(contrib: np.ndarray, X: pd.DataFrame, class_index: int, top_n: int = 8, title: str = ""):
-    """Beeswarm-like summary of the top features for one class (colour = feature value rank)."""
-    import matplotlib.pyplot as plt
+@dataclass
+class BaselineResult:
+    """What notebook 05 shows: predictions of every repeat, and repeat 0's model with its inputs."""
 
-    vals = contrib[:, :-1, class_index]
-    order = np.argsort(np.abs(vals).mean(axis=0))[::-1][:top_n]
-    fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(order) + 1.2))
-    rng = np.random.default_rng(0)
-    for k, j in enumerate(order[::-1]):
-        x = X.iloc[:, j].to_numpy(dtype=float)
-        rank = pd.Series(x).rank(pct=True).to_numpy()
-        ax.scatter(vals[:, j], k + rng.uniform(-0.2, 0.2, len(x)), c=np.nan_to_num(rank, nan=0.5), cmap="coolwarm",
-                   s=8, vmin=0, vmax=1)
-    ax.set_yticks(range(len(order)))
-    ax.set_yticklabels([X.columns[j] for j in order[::-1]], fontsize=8)
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.set_xlabel(f"SHAP value (log-odds of {CLASSES[class_index]})")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    predictions: pd.DataFrame
+    model: object
+    best_params: dict
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    table_info: dict
+    skipped: dict
+    feature_source: str
+    qc: pd.DataFrame | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def feature_table(dataset: str, data_dir: str | os.PathLike | None = None, feature_tables: list[str] | None = None,
+                  feature_set: str = "all", n_jobs: int = 2, seed: int = 0) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+    """The baseline's feature table, where it comes from, and the per-cell QC of computed features.
+
+    ``feature_tables=None``: ipfx features computed from the recordings (teeter2018: its published
+    long-square table ``features_7_27_17.csv``, as it has no voltage recordings).
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    if feature_tables is None and dataset == "teeter2018":
+        feature_tables = [str(raw_dir(dataset, data_dir) / "GLIF_clustering" / "features_7_27_17.csv")]
+    if feature_tables:
+        table = load_feature_tables(feature_tables, feature_set)
+        write_csv_atomic(table, ddir / "features.csv")
+        return table, "published tables: " + ", ".join(str(p) for p in feature_tables), None
+    computed, qc = compute_features(dataset, data_dir, n_jobs=n_jobs, seed=seed)
+    return select_features([computed], feature_set), "ipfx LongSquareAnalysis on the recordings", qc
+
+
+def run_baseline(dataset: str, data_dir: str | os.PathLike | None = None, feature_tables: list[str] | None = None,
+                 split_files: list[str] | None = None, feature_set: str = "all", n_iter: int = 30, n_jobs: int = 2,
+                 seed: int = 0, progress: bool = True) -> BaselineResult:
+    """Search, refit and test LightGBM on every split repeat; write ``baseline/`` (no pickle).
+
+    Writes ``predictions.csv``, ``trials.csv`` (repeat 0), ``model.txt`` (LightGBM's text format),
+    ``features_used.csv`` (the exact table the model saw, for the audit) and ``config.json``.
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    table, source, qc = feature_table(dataset, data_dir, feature_tables, feature_set, n_jobs, seed)
+    if split_files:
+        split = read_paper_split(*split_files).merge(read_cells(ddir / "cells.csv")[["specimen_id", "label"]], on="specimen_id")
+        split["repeat"] = 0
+    else:
+        split = pd.concat([load_split(dataset, data_dir, r) for r in range(n_repeats_of(dataset, data_dir))])
+    split = split[split.label.isin(CLASSES)]
+    preds, fits, skipped = [], {}, {}
+    for repeat, sp in split.groupby("repeat"):
+        Xtr, ytr, _, sk_tr = prepare_xy(table, sp[sp.split == "train"])
+        Xte, yte, ids_te, sk_te = prepare_xy(table, sp[sp.split == "test"])
+        skipped[int(repeat)] = {"train": sk_tr, "test": sk_te}
+        model, best, trials = search_lightgbm(Xtr, ytr, n_iter=n_iter, seed=seed + int(repeat), progress=progress)
+        proba = model.predict_proba(Xte[Xtr.columns])
+        preds.append(predictions_frame(ids_te, [CLASSES[i] for i in yte], proba, "lightgbm", int(repeat)))
+        fits[int(repeat)] = (model, best, trials, Xtr, Xte[Xtr.columns])
+    predictions = pd.concat(preds, ignore_index=True)
+    model, best, trials, Xtr, Xte = fits[min(fits)]
+    out = ddir / "baseline"
+    write_csv_atomic(trials, out / "trials.csv")
+    with atomic_path(out / "model.txt") as tmp:
+        model.booster_.save_model(str(tmp))  # LightGBM's own text format, no pickle
+    used = table[table["specimen_id"].isin(split["specimen_id"])][["specimen_id", *Xtr.columns]]
+    write_csv_atomic(used, out / "features_used.csv")
+    info = {"weights": "n/a", "image_size": "n/a", "training_cells": int(len(Xtr)),
+            "note": f"LightGBM on {Xtr.shape[1]} features ({feature_set}; {source.split(':')[0]})"}
+    write_text_atomic(out / "config.json", json.dumps({
+        "dataset": dataset, "seed": seed, "feature_set": feature_set, "feature_source": source, "n_iter": n_iter,
+        "best_params": best, "features": list(Xtr.columns), "skipped": skipped, "table_info": info}, indent=2, default=str))
+    # the stage's make target, written last
+    write_csv_atomic(predictions, out / "predictions.csv")
+    return BaselineResult(predictions, model, best, Xtr, Xte, info, skipped, source, qc)
+
+
+def shap_reading(contrib: np.ndarray, X: pd.DataFrame, importance: pd.DataFrame, top_n: int = 3) -> str:
+    """Markdown bullets: per class, the top features and which direction of each favours the class."""
+    lines = []
+    for k, c in enumerate(CLASSES):
+        top = importance.sort_values(f"mean_abs_shap_{c}", ascending=False).head(top_n)["feature"].tolist()
+        direction = []
+        for f in top:
+            j = list(X.columns).index(f)
+            r = pd.Series(contrib[:, j, k]).corr(pd.Series(X[f].to_numpy(dtype=float)), method="spearman")
+            direction.append(f"{f} ({'higher' if r > 0 else 'lower'} values favour {c})" if np.isfinite(r) else f)
+        lines.append(f"- **{c}**: " + "; ".join(direction))
+    return "\n".join(lines)

@@ -1,16 +1,23 @@
-"""Paths, seeding and logging conventions shared by every stage.
+"""Paths, classes, seeds, logging and progress conventions shared by every stage.
 
-The data folder follows MNE's dataset-fetcher convention: an explicit argument wins, then the
-``STS_DATA_DIR`` environment variable, then ``data/`` in the current working directory.
+Paths resolve from the project root wherever a kernel starts (JupyterLab starts it in
+``notebooks/``): an explicit argument wins, then ``STS_DATA_DIR`` / ``STS_FIGURES_DIR``, then the
+project's own ``data/`` and ``figures/`` (as MNE's dataset fetchers resolve their folder). The
+project root is the checkout this package is installed from (editable install), else the current
+working directory.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import sys
 from pathlib import Path
+from typing import IO
 
 import numpy as np
+
+from .errors import MissingArtifactError
 
 #: The four classes, in the order used for every model output and table.
 CLASSES: tuple[str, ...] = ("Pvalb", "Sst", "Vip/Lamp5", "Excitatory")
@@ -18,20 +25,52 @@ CLASSES: tuple[str, ...] = ("Pvalb", "Sst", "Vip/Lamp5", "Excitatory")
 UNSURE = "Unsure"
 DATASETS: tuple[str, ...] = ("demo", "teeter2018", "patchseq", "celltypes", "allen")
 
+#: artifact (file or folder name under data/<dataset>/ or figures/<dataset>/) -> notebook and make target
+PRODUCED_BY: dict[str, tuple[str, str]] = {
+    "cells.csv": ("01_data_acquisition", "data"), "sweeps.csv": ("01_data_acquisition", "data"),
+    "spike_trains.parquet": ("01_data_acquisition", "data"), "scalograms": ("02_scalograms", "scalograms"),
+    "index.csv": ("02_scalograms", "scalograms"), "splits.csv": ("03_splitting", "splits"),
+    "models": ("04_finetune", "train"), "model.pt": ("04_finetune", "train"), "config.json": ("04_finetune", "train"),
+    "baseline": ("05_baseline", "baseline"), "predictions.csv": ("06_testing", "evaluate"),
+    "results_table.csv": ("06_testing", "evaluate"),
+}
+
 logger = logging.getLogger("sts_utils")
 
 
+def project_root() -> Path:
+    """The checkout this package lives in (it has ``pyproject.toml`` and ``notebooks/``), else the cwd."""
+    here = Path(__file__).resolve().parents[1]
+    if (here / "pyproject.toml").is_file() and (here / "notebooks").is_dir():
+        return here
+    return Path.cwd()
+
+
+def _resolve(value: str | os.PathLike | None, env: str, default: str) -> Path:
+    if value in (None, ""):
+        value = os.environ.get(env) or ""
+    if value in (None, ""):
+        return project_root() / default
+    path = Path(value).expanduser()
+    # a relative path means relative to the project root, not to wherever the kernel started
+    return path if path.is_absolute() else project_root() / path
+
+
 def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the root data folder (argument, else ``$STS_DATA_DIR``, else ``./data``)."""
-    if data_dir in (None, ""):
-        data_dir = os.environ.get("STS_DATA_DIR") or "data"
-    return Path(data_dir).expanduser()
+    """The root data folder: argument, else ``$STS_DATA_DIR``, else the project's ``data/``."""
+    return _resolve(data_dir, "STS_DATA_DIR", "data")
+
+
+def check_dataset(dataset: str) -> str:
+    """The dataset name, or a one-line error listing the known ones."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown DATASET {dataset!r}; expected one of {', '.join(DATASETS)}")
+    return dataset
 
 
 def dataset_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Folder of one dataset's artifacts: ``<data_dir>/<dataset>/``."""
-    check_dataset(dataset)
-    return get_data_dir(data_dir) / dataset
+    return get_data_dir(data_dir) / check_dataset(dataset)
 
 
 def raw_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -41,21 +80,28 @@ def raw_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
 
 def figures_dir(dataset: str, figures_root: str | os.PathLike | None = None) -> Path:
     """Folder for a dataset's figures and tables (``figures/<dataset>/``), created on demand."""
-    root = Path(figures_root) if figures_root not in (None, "") else Path(os.environ.get("STS_FIGURES_DIR", "figures"))
-    out = root / dataset
+    out = _resolve(figures_root, "STS_FIGURES_DIR", "figures") / check_dataset(dataset)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def require(path: str | os.PathLike) -> Path:
+    """``path`` if it exists; otherwise a one-line error naming the notebook and make target that make it."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for part in (path.name, path.parent.name, path.parent.parent.name):
+        if part in PRODUCED_BY:
+            notebook, target = PRODUCED_BY[part]
+            dataset = next((p for p in path.parts if p in DATASETS), "<dataset>")
+            raise MissingArtifactError(f"{path} does not exist yet: run notebook {notebook} first "
+                                       f"(make {target} DATASET={dataset})")
+    raise MissingArtifactError(f"{path} does not exist")
 
 
 def offline() -> bool:
     """True when ``STS_OFFLINE`` is set: nothing may be downloaded (tests, CI, air-gapped machines)."""
     return os.environ.get("STS_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
-def check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return dataset
 
 
 def simulated_tag(dataset: str) -> str:
@@ -64,24 +110,36 @@ def simulated_tag(dataset: str) -> str:
 
 
 def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and (if imported) torch; return a fresh NumPy generator for the stage."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    """Seed Python, NumPy and (if loaded) torch; return a fresh NumPy generator for the stage."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"SEED must be a non-negative integer, got {seed!r}")
     random.seed(int(seed))
     np.random.seed(int(seed) % (2**32))
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # seeded only where a stage uses it; importing it here would load it everywhere
+    if torch is not None:
         torch.manual_seed(int(seed))
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep the helper usable
-        pass
     return np.random.default_rng(int(seed))
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill or JupyterLab)."""
+    return "ipykernel" in sys.modules and hasattr(sys.modules.get("IPython"), "get_ipython") \
+        and sys.modules["IPython"].get_ipython() is not None
+
+
+def progress_stream() -> IO[str]:
+    """Where progress bars go: the terminal, never an executed notebook's output.
+
+    In a kernel, ``sys.__stderr__`` is the kernel process's own stderr, which papermill (``make``)
+    and ``jupyter lab`` inherit from the terminal they were started in.
+    """
+    return sys.__stderr__ if in_notebook() else sys.stderr
+
+
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
-    """Send ``sts_utils`` log records to stderr once (notebooks call this in their first cell)."""
+    """Send ``sts_utils`` log records to the terminal once (notebooks call this in their first cell)."""
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = logging.StreamHandler(progress_stream())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(level)

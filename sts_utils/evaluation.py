@@ -1,8 +1,9 @@
-"""Evaluation stage: test predictions, metrics with bootstrap CIs, confusion matrices, results table.
+"""Testing stage (notebook 06): test predictions of every model, metrics with CIs, the results table.
 
-The same functions score the CNNs (notebook 05) and the LightGBM baseline (notebook 07), so their
-rows in ``figures/<dataset>/results_table.{csv,md}`` are comparable. Every prediction file has
+The same functions score the CNNs and the LightGBM baseline (notebook 05), so their rows in
+``figures/<dataset>/results_table.{csv,md}`` are comparable. Every prediction table has
 ``specimen_id``, ``model``, ``repeat``, ``true``, ``pred`` and one ``p_<class>`` column per class.
+Metrics themselves live in :mod:`sts_utils.metrics`; figures in :mod:`sts_utils.plots`.
 """
 from __future__ import annotations
 
@@ -10,102 +11,55 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .config import CLASSES, dataset_dir, figures_dir, simulated_tag
+from .config import CLASSES, dataset_dir, figures_dir, require, simulated_tag
 from .io import write_csv_atomic, write_table
+from .metrics import balanced_accuracy, classification_summary
+from .models import get_device, load_checkpoint
+from .splits import load_split, n_repeats_of
+from .store import ScalogramStore
+from .tables import predictions_frame
+from .training import predict_proba
 
-PROBA_COLUMNS = [f"p_{c}" for c in CLASSES]
-
-
-def balanced_accuracy(y_true, y_pred) -> float:
-    """Mean recall over the classes present in ``y_true`` (equals scikit-learn's definition)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_true) == 0:
-        return float("nan")
-    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
-
-
-def bootstrap_ci(y_true, y_pred, metric=balanced_accuracy, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-                 ) -> tuple[float, float, float]:
-    """Point estimate and percentile bootstrap CI (resampling cells with replacement, seeded)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    point = metric(y_true, y_pred)
-    if len(y_true) < 2:
-        return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        stats[b] = metric(y_true[idx], y_pred[idx])
-    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return point, float(lo), float(hi)
-
-
-def classification_summary(y_true, y_pred, seed: int = 0, n_boot: int = 1000) -> dict:
-    """Balanced accuracy with 95 % CI, accuracy, and per-class precision / recall / F1 / support."""
-    bacc, lo, hi = bootstrap_ci(y_true, y_pred, n_boot=n_boot, seed=seed)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(CLASSES), zero_division=0)
-    out = {"balanced_accuracy": bacc, "ci_low": lo, "ci_high": hi, "accuracy": float(accuracy_score(y_true, y_pred)),
-           "n_test": int(len(y_true))}
-    for c, pi, ri, fi, si in zip(CLASSES, p, r, f, s):
-        out[f"precision_{c}"], out[f"recall_{c}"], out[f"f1_{c}"], out[f"support_{c}"] = float(pi), float(ri), float(fi), int(si)
-    return out
-
-
-def per_class_report(y_true, y_pred) -> pd.DataFrame:
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(CLASSES), zero_division=0)
-    return pd.DataFrame({"class": CLASSES, "precision": p, "recall": r, "f1": f, "support": s})
-
-
-def confusion_figure(y_true, y_pred, title: str, ax=None):
-    """Row-normalised confusion matrix (seaborn heatmap) annotated with counts."""
-    import seaborn as sns
-
-    cm = confusion_matrix(y_true, y_pred, labels=list(CLASSES))
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    annot = np.array([[f"{n}\n{v:.0%}" for n, v in zip(rc, rv)] for rc, rv in zip(cm, norm)])
-    own = ax is None
-    if own:
-        fig, ax = plt.subplots(figsize=(4.6, 4))
-    sns.heatmap(norm, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                xticklabels=CLASSES, yticklabels=CLASSES, square=True)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    return ax.figure
-
-
-def predictions_frame(specimen_ids, y_true: list[str], proba: np.ndarray, model: str, repeat: int = 0) -> pd.DataFrame:
-    df = pd.DataFrame({"specimen_id": np.asarray(specimen_ids, dtype=np.int64), "model": model, "repeat": repeat,
-                       "true": list(y_true), "pred": [CLASSES[i] for i in np.asarray(proba).argmax(1)]})
-    for k, c in enumerate(PROBA_COLUMNS):
-        df[c] = np.asarray(proba)[:, k]
-    return df
+def model_dir(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> Path:
+    """``data/<dataset>/models/<backbone>/`` (``repeat_<k>/`` below it for repeats after the first)."""
+    root = dataset_dir(dataset, data_dir) / "models" / backbone
+    return root if repeat == 0 else root / f"repeat_{repeat}"
 
 
 def predict_test_split(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0,
                        device: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Predictions of one trained backbone on the test cells of one split repeat."""
-    from .models import get_device, load_checkpoint
-    from .scalograms import ScalogramStore
-    from .splits import load_split
-    from .training import predict_proba
-
-    ddir = dataset_dir(dataset, data_dir)
-    mdir = ddir / "models" / backbone / ("" if repeat == 0 else f"repeat_{repeat}")
-    model, config = load_checkpoint(mdir, get_device(device))
+    """Predictions of one trained backbone on the test cells of one split repeat, and its config."""
+    model, config = load_checkpoint(model_dir(dataset, backbone, data_dir, repeat), get_device(device))
     store = ScalogramStore.load(dataset, data_dir)
     split = load_split(dataset, data_dir, repeat)
     test = split[split["split"] == "test"].merge(store.index[["specimen_id", "row"]], on="specimen_id").sort_values("row")
     proba = predict_proba(model, np.asarray(store.images[test["row"].to_numpy()], dtype=np.float32))
     return predictions_frame(test["specimen_id"], test["label"], proba, backbone, repeat), config
+
+
+def collect_predictions(dataset: str, backbones: list[str], data_dir: str | os.PathLike | None = None,
+                        device: str | None = None) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    """Test predictions of every trained backbone (all repeats) and of the baseline, with each model's settings.
+
+    Returns
+    -------
+    predictions, model_info (model -> settings for the results table), missing (backbones not trained)
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    trained = [b for b in backbones if (model_dir(dataset, b, data_dir) / "model.pt").exists()]
+    frames = [predict_test_split(dataset, b, data_dir, repeat=r, device=device)[0]
+              for b in trained for r in range(n_repeats_of(dataset, data_dir))]
+    info = collect_model_info(dataset, data_dir)
+    baseline = ddir / "baseline"
+    if (baseline / "predictions.csv").exists():
+        frames.append(pd.read_csv(baseline / "predictions.csv"))
+        info["lightgbm"] = json.loads(require(baseline / "config.json").read_text())["table_info"]
+    if not frames:
+        require(model_dir(dataset, backbones[0] if backbones else "resnet18", data_dir) / "model.pt")
+    return pd.concat(frames, ignore_index=True), info, sorted(set(backbones) - set(trained))
 
 
 def results_table(predictions: pd.DataFrame, model_info: dict[str, dict], seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
@@ -133,21 +87,32 @@ def results_table(predictions: pd.DataFrame, model_info: dict[str, dict], seed: 
 
 
 def collect_model_info(dataset: str, data_dir: str | os.PathLike | None = None) -> dict[str, dict]:
-    """Weights used, image size and training-set size of every trained backbone (from config.json)."""
+    """Weights used, image size, profile and training-set size of every trained backbone (from config.json)."""
     out = {}
     mroot = dataset_dir(dataset, data_dir) / "models"
     for cfg_path in sorted(mroot.glob("*/config.json")):
         cfg = json.loads(cfg_path.read_text())
         m = cfg["model"]
-        note = m.get("warning", "")
+        notes = []
+        if m["weights"] == "random" and m.get("pretrained_requested") != "none":
+            notes.append("random init: ImageNet weights not in the torch hub cache (PRETRAINED=auto)")
+        elif m["weights"] == "random":
+            notes.append("random init (PRETRAINED=none)")
+        if cfg.get("profile"):
+            notes.append(f"profile {cfg['profile']}")
         out[cfg["backbone"]] = {"weights": m["weights"], "image_size": m["image_size"],
-                                "training_cells": cfg["n_train"] + cfg["n_val"],
-                                "note": "random init: ImageNet weights unavailable (PRETRAINED=auto)" if note else ""}
+                                "training_cells": cfg["n_train"] + cfg["n_val"], "note": "; ".join(notes)}
     return out
 
 
 def write_results_table(dataset: str, table: pd.DataFrame, figures_root: str | os.PathLike | None = None,
                         n_boot: int = 1000) -> tuple[Path, Path]:
+    """``results_table.{csv,md}`` with a caption that says what the numbers are (and when they are simulated)."""
     caption = (f"Test-set results on `{dataset}`{simulated_tag(dataset)}. Balanced accuracy with a 95 % "
                f"bootstrap CI ({n_boot:,} resamples of test cells); recall per class.")
     return write_table(table, figures_dir(dataset, figures_root) / "results_table", caption=caption)
+
+
+def write_predictions(dataset: str, predictions: pd.DataFrame, data_dir: str | os.PathLike | None = None) -> Path:
+    """``data/<dataset>/predictions.csv``: every model's test predictions."""
+    return write_csv_atomic(predictions, dataset_dir(dataset, data_dir) / "predictions.csv")

@@ -32,12 +32,25 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .config import CLASSES, dataset_dir, logger
+from ipfx import spike_train_features as strf
+from ipfx.data_set_features import detection_parameters, extractors_for_sweeps
+from ipfx.error import FeatureError
+from ipfx.feature_record import build_cell_feature_record
+from ipfx.stimulus import StimulusType
+from ipfx.stimulus_protocol_analysis import LongSquareAnalysis
+from ipfx.sweep import Sweep, SweepSet
+
+from .config import CLASSES, dataset_dir, logger, progress_stream
+from .errors import RecordingError
 from .io import write_csv_atomic, write_sidecar
+from .recordings import load_sweep
+from .tables import read_cells, read_sweeps
 
 PAPER_REQUIRED = ("f_i_curve_slope", "avg_isi", "adaptation", "latency", "has_burst", "has_pause", "has_delay",
                   "specimen_id", "long_square")
 PAPER_RENAMES = {"avg_isi": "average_ISI", "has_burst": "had_burst", "has_pause": "had_pause", "has_delay": "had_delay"}
+#: what ipfx raises on a cell or ISI set it cannot analyse (a value then stays NaN, or the cell is counted)
+IPFX_ERRORS = (FeatureError, ValueError, IndexError, KeyError, ZeroDivisionError, RuntimeError, RecordingError)
 KEY_COLUMNS = ("specimen_id", "cell_specimen_id", "specimen_ID", "specimen__id")
 NON_FEATURES = {"specimen_id", "label", "rheobase_sweep_num", "thumbnail_sweep_num", "rheobase_sweep_number",
                 "rheobase_sweep_id", "thumbnail_sweep_id", "id", "electrode_0_pa", "seal_gohm", "Unnamed: 0",
@@ -53,14 +66,6 @@ def cell_long_square_features(cell_sweeps: pd.DataFrame, root: str | os.PathLike
 
     Raises ``ValueError`` / ipfx ``FeatureError`` when the cell has no usable long squares.
     """
-    from ipfx.data_set_features import detection_parameters, extractors_for_sweeps
-    from ipfx.feature_record import build_cell_feature_record
-    from ipfx.stimulus import StimulusType
-    from ipfx.stimulus_protocol_analysis import LongSquareAnalysis
-    from ipfx.sweep import Sweep, SweepSet
-
-    from .recordings import load_sweep
-
     ls = cell_sweeps[cell_sweeps["stimulus_kind"] == "Long Square"].dropna(subset=["amplitude_pa", "stim_start_s"])
     if "sweep_qc" in ls.columns:
         ls = ls[ls["sweep_qc"] == "ok"]
@@ -103,8 +108,6 @@ def firing_pattern_features(sweep_set, feats: dict, numbers: list[int], hero_swe
     or a pause was detected, and the delay ratio exceeds 1 (first spike later than one time
     constant of the rise). Values are NaN when ipfx cannot compute them (too few spikes).
     """
-    from ipfx import spike_train_features as strf
-
     k = numbers.index(hero_sweep)
     sw, spikes = sweep_set.sweeps[k], feats["spikes_set"][k]
     out = {"burstiness_hero": np.nan, "n_bursts_hero": np.nan, "n_pauses_hero": np.nan, "pause_frac_hero": np.nan,
@@ -121,7 +124,7 @@ def firing_pattern_features(sweep_set, feats: dict, numbers: list[int], hero_swe
                 pauses = strf.detect_pauses(isis, isi_types, cost_weight=1.0)
                 out["n_pauses_hero"] = float(len(pauses))
                 out["pause_frac_hero"] = float(isis[pauses].sum() / duration_s) if len(pauses) else 0.0
-            except Exception:  # ipfx raises on degenerate ISI sets; the value stays NaN
+            except IPFX_ERRORS:  # ipfx raises on degenerate ISI sets; the value stays NaN
                 pass
             try:
                 bursts = np.array(strf.detect_bursts(isis, isi_types, spikes["fast_trough_v"].to_numpy(),
@@ -129,11 +132,11 @@ def firing_pattern_features(sweep_set, feats: dict, numbers: list[int], hero_swe
                                                      spikes["slow_trough_t"].to_numpy(), spikes["threshold_v"].to_numpy()))
                 out["n_bursts_hero"] = float(bursts.shape[0])
                 out["burstiness_hero"] = float(bursts[:, 0].max()) if bursts.shape[0] else 0.0
-            except Exception:
+            except IPFX_ERRORS:
                 pass
         try:
             out["delay_ratio_hero"] = float(strf.delay(sw.t, sw.v, spikes, 0.0, duration_s)[0])
-        except Exception:
+        except IPFX_ERRORS:
             pass
     out["has_burst"] = float(out["n_bursts_hero"] > 0) if np.isfinite(out["n_bursts_hero"]) else np.nan
     out["has_pause"] = float(out["n_pauses_hero"] > 0) if np.isfinite(out["n_pauses_hero"]) else np.nan
@@ -145,7 +148,7 @@ def _features_job(job):
     sid, rows, root = job
     try:
         return sid, cell_long_square_features(rows, root), "ok"
-    except Exception as exc:  # ipfx raises several error types; every failure is counted, not fatal
+    except IPFX_ERRORS as exc:  # a cell ipfx cannot analyse is counted in features_qc.csv, not fatal
         return sid, {}, f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
@@ -153,15 +156,15 @@ def compute_features(dataset: str, data_dir: str | os.PathLike | None = None, n_
                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``features.csv`` of a voltage dataset: one row per labelled cell; failures in ``features_qc.csv``."""
     ddir = dataset_dir(dataset, data_dir)
-    cells = pd.read_csv(ddir / "cells.csv")
+    cells = read_cells(ddir / "cells.csv")
     cells = cells[cells["label"].isin(CLASSES) & (cells["qc_status"] == "ok")]
-    sweeps = pd.read_csv(ddir / "sweeps.csv")
+    sweeps = read_sweeps(ddir / "sweeps.csv")
     groups = dict(tuple(sweeps.groupby("specimen_id")))
     jobs = [(int(s), groups[s], str(ddir / "raw")) for s in cells["specimen_id"] if s in groups]
     rows, qc = [], []
     with ProcessPoolExecutor(max_workers=max(1, n_jobs)) as pool:
         for sid, feats, status in tqdm(pool.map(_features_job, jobs, chunksize=4), total=len(jobs), desc="ipfx features",
-                                       disable=not progress):
+                                       disable=not progress, file=progress_stream()):
             qc.append({"specimen_id": sid, "status": status})
             if status == "ok":
                 rows.append({"specimen_id": sid, **feats})

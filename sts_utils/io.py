@@ -8,10 +8,13 @@ mistake for a finished one. Nothing here unpickles: arrays are ``.npy`` loaded w
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -21,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .errors import DataDirLocked
 
 #: Packages whose versions go into every sidecar.
 PROVENANCE_PACKAGES = (
@@ -52,6 +57,51 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+#: set in the environment of a notebook kernel by the runner, which already holds that folder's lock
+LOCK_ENV = "STS_LOCK_HELD"
+
+
+@contextlib.contextmanager
+def data_dir_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``<folder>/.lock`` while a stage writes the folder; a second run gets a one-line error.
+
+    An advisory ``flock``: the kernel releases it when the holding process ends, however it ends,
+    so no stale lock survives a killed run. The lock file names the holder (pid, host, command).
+    A process whose parent already holds the lock (``STS_LOCK_HELD``) goes on without it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / ".lock").resolve()
+    if os.environ.get(LOCK_ENV) == str(lock):
+        yield
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
+            raise DataDirLocked(f"{folder} is being written by {holder}; wait for that run to finish "
+                                f"(or stop it) and run again") from None
+        info = (f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} ({' '.join(sys.argv)[:200]})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        previous = os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(lock)  # worker processes and kernels started from here share it
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

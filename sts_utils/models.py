@@ -28,7 +28,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CLASSES, logger, offline
+from .config import CLASSES, logger, offline, require
+from .io import atomic_path, write_text_atomic
 
 BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
 DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
@@ -212,14 +213,15 @@ def _weights_message(backbone: str, path: Path, url: str, reason: str) -> str:
 
 
 def save_checkpoint(model: ScalogramClassifier, config: dict, out_dir: str | os.PathLike, name: str = "model.pt") -> Path:
-    """Save the state dict (never the pickled module) and ``config.json`` atomically."""
-    from .io import atomic_path, write_text_atomic
+    """Save ``config.json`` and then the state dict (never the pickled module), each atomically.
 
+    The state dict is written last: it is the stage's make target, so it exists only with its config.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     with atomic_path(out_dir / name) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     return out_dir / name
 
 
@@ -227,14 +229,20 @@ def load_checkpoint(out_dir: str | os.PathLike, device: str | torch.device = "cp
                     ) -> tuple[ScalogramClassifier, dict]:
     """Rebuild the architecture from ``config.json`` and load the state dict with ``weights_only=True``."""
     out_dir = Path(out_dir)
-    config = json.loads((out_dir / "config.json").read_text())
+    config = json.loads(require(out_dir / "config.json").read_text())
     m = config["model"]
     model, _ = build_model(m["backbone"], pretrained="none", image_size=m["image_size"], dropout=m["dropout"],
                            freeze=m["freeze"], channel_map=tuple(m["channel_map"]))
     if m.get("weights") == "imagenet" and m["backbone"] == "inception_v3":
         model.backbone.transform_input = True  # the ImageNet Inception weights expect torchvision's input transform
-    state = torch.load(out_dir / name, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    path = require(out_dir / name)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:  # empty, truncated or foreign file
+        raise ValueError(f"{path} is not a usable {m['backbone']} state dict ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'empty file'}); delete it and rerun "
+                         f"notebook 04 (make train BACKBONE={m['backbone']})") from exc
     return model.to(device).eval(), config
 
 

@@ -29,14 +29,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .errors import RecordingError
+from .io import atomic_path
+
 #: ipfx stimulus-ontology codes used for the simulated sweeps (patch-seq protocol names).
 DEMO_STIMULUS_CODES = {"subthreshold": "X1PS_SubThresh", "rheobase": "X3LP_Rheo", "suprathreshold": "X4PS_SupraThresh"}
 V_CONVERSION = 1e-5   # int16 counts -> volts (10 µV resolution, ±327 mV range)
 I_CONVERSION = 1e-12  # int16 counts -> amperes (1 pA resolution)
-
-
-class RecordingError(Exception):
-    """A recording file that cannot be used (corrupt, truncated, wrong layout)."""
 
 
 @dataclass
@@ -73,7 +72,6 @@ def write_nwb2_cell(
     from pynwb.file import Subject
     from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, SweepTable
 
-    from .io import atomic_path
 
     nwb = NWBFile(
         session_description=description,
@@ -257,7 +255,6 @@ def write_nwb1_cell(path: str | os.PathLike, sweeps: list[dict], sampling_rate_h
     ``sweeps``: dicts with ``sweep_number``, ``stimulus_name``, ``amplitude_pa``, ``v_mv``, ``i_pa``
     and optionally ``spike_times_s``.
     """
-    from .io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

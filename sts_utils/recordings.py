@@ -1,262 +1,29 @@
-"""Acquisition stage: dataset registry, cached downloads, sweep tables and labels.
+"""Recording files -> the sweep table, and one sweep back from it.
 
-Each dataset (``demo``, ``teeter2018``, ``patchseq``, ``celltypes``, ``allen``) has three steps, as
-in MNE's dataset fetchers:
-
-``fetch``
-    make the raw files present under ``$STS_DATA_DIR/<dataset>/raw/`` (mirroring the origin's
-    relative paths), downloading what is missing through :mod:`pooch` (Allen API, GitHub) or the
-    ``dandi`` client (DANDI 000020). A file already there is used as is (offline use: copy the
-    files there by hand). Hashes come from the origin where it publishes them (the patch-seq
-    manifest's sha256) and otherwise are recorded on first download in ``raw/hashes.lock.json``
-    and verified on later runs. Nothing partial is ever left in the cache.
-``read``
-    one sweep table for every source (:data:`SWEEP_COLUMNS`) and lazy access to ``t, v, i`` or to
-    spike times (:func:`load_sweep`).
-``label``
-    the four classes with ``label_source`` per cell (:func:`label_from_transcriptomic_type`,
-    :func:`label_from_cre_line`).
-
-The stage writes ``cells.csv`` (specimen_id, label, label_source, source, qc_status, ...) and
-``sweeps.csv`` (or ``spike_trains.parquet`` for spike-time-only data).
+Stage I/O. NWB 2 (patch-seq, demo) and NWB 1 (Allen Cell Types DB) files are scanned into one sweep
+table (:data:`sts_utils.tables.SWEEP_COLUMNS`, plus each file's SHA-256, so that every result
+computed from a file can name the content it came from); :func:`load_sweep` reads one sweep back
+lazily. teeter2018's spike-time files are read into spike-train rows (:func:`read_teeter_cell`),
+with the 1.25x stretched time base of newer recordings detected and undone.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import ipfx.json_utilities as ju
 import numpy as np
 import pandas as pd
+from ipfx.stimulus import StimulusOntology
 from tqdm import tqdm
 
-from .config import CLASSES, UNSURE, logger, offline, raw_dir
-from .io import file_sha256, write_csv_atomic, write_text_atomic
-from .nwb import (DEMO_STIMULUS_CODES, RecordingError, Sweep, load_nwb1_sweep, load_nwb2_sweep,
-                  read_nwb1_sweep_table, read_nwb2_sweep_table, write_nwb2_cell)
-
-SWEEP_COLUMNS = [
-    "specimen_id", "sweep_number", "stimulus_kind", "stimulus_code", "amplitude_pa", "sampling_rate_hz",
-    "stim_start_s", "stim_end_s", "sweep_qc", "format", "file", "response_path", "stimulus_path",
-]
-CELL_COLUMNS = ["specimen_id", "label", "label_source", "source", "qc_status"]
-
-TEETER_COMMIT = "dcb232354b1a5c3e348d163cb479ae2ee10c564d"
-TEETER_URL = f"https://raw.githubusercontent.com/AllenInstitute/GLIF_Teeter_et_al_2018/{TEETER_COMMIT}/"
-STS_PAPER_COMMIT = "294842c0b2409acb0f765c0eb9c30849000fd27b"
-STS_PAPER_URL = f"https://raw.githubusercontent.com/smilies-polito/spike-train-scalograms/{STS_PAPER_COMMIT}/"
-ALLEN_API = "https://api.brain-map.org"
-DANDISET = "000020"
-
-
-class DataNotAvailableError(FileNotFoundError):
-    """Raw files are missing from the cache and cannot be downloaded (offline or origin down)."""
-
-
-# ----------------------------------------------------------------------------------------- fetching
-
-@dataclass
-class RemoteFile:
-    """A file of a dataset: its path under ``raw/`` and where it comes from."""
-
-    relpath: str
-    url: str
-    sha256: str | None = None
-    dandi_path: str | None = None  # set for DANDI assets (downloaded with the dandi client)
-
-
-def _lock_path(cache: Path) -> Path:
-    return cache / "hashes.lock.json"
-
-
-def _read_lock(cache: Path) -> dict[str, str]:
-    p = _lock_path(cache)
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def _download(entry: RemoteFile, cache: Path) -> Path:
-    """Download one file into the cache atomically (pooch or dandi), verifying its hash."""
-    target = cache / entry.relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if entry.dandi_path is not None:
-        from dandi.dandiapi import DandiAPIClient
-
-        from .io import atomic_path
-
-        with DandiAPIClient() as client:
-            asset = client.get_dandiset(DANDISET, "draft").get_asset_by_path(entry.dandi_path)
-            with atomic_path(target) as tmp:
-                tmp.unlink()
-                asset.download(tmp)
-                if entry.sha256 and file_sha256(tmp) != entry.sha256:
-                    raise OSError(f"sha256 mismatch for {entry.dandi_path}")
-        return target
-    import pooch
-
-    known = f"sha256:{entry.sha256}" if entry.sha256 else None
-    path = pooch.retrieve(entry.url, known_hash=known, fname=target.name, path=target.parent,
-                          downloader=pooch.HTTPDownloader(progressbar=False, timeout=60), progressbar=False)
-    return Path(path)
-
-
-def ensure_files(entries: list[RemoteFile], cache: Path, what: str) -> list[Path]:
-    """Make every entry present in ``cache``; download what is missing, verify what has a hash.
-
-    Raises
-    ------
-    DataNotAvailableError
-        When files are missing and cannot be downloaded; the message names the files, the cache
-        folder, and where to get them.
-    """
-    cache = Path(cache)
-    lock = _read_lock(cache)
-    missing = [e for e in entries if not (cache / e.relpath).is_file()]
-    # verify files that are present against the origin's hash or the lock file; a file already
-    # verified with the same size and modification time is not hashed again (patch-seq is 122 GB)
-    verified_path = cache / "verified.json"
-    verified = json.loads(verified_path.read_text()) if verified_path.exists() else {}
-    n_verified = len(verified)
-    for e in entries:
-        p = cache / e.relpath
-        expected = e.sha256 or lock.get(e.relpath)
-        if not (p.is_file() and expected):
-            continue
-        stamp = [p.stat().st_size, p.stat().st_mtime_ns, expected]
-        if verified.get(e.relpath) == stamp:
-            continue
-        if file_sha256(p) != expected:
-            raise DataNotAvailableError(f"{p} does not match its recorded sha256 {expected}; delete it to download it again")
-        verified[e.relpath] = stamp
-    if len(verified) != n_verified:
-        write_text_atomic(verified_path, json.dumps(verified, indent=1, sort_keys=True))
-    if missing:
-        logger.info("%s: %d of %d files missing from %s", what, len(missing), len(entries), cache)
-        if offline():
-            raise DataNotAvailableError(_missing_message(missing, cache, what, "STS_OFFLINE is set"))
-        for e in tqdm(missing, desc=f"downloading {what}"):
-            for attempt in range(3):
-                try:
-                    _download(e, cache)
-                    break
-                except Exception as exc:  # network errors of requests/urllib/dandi
-                    last = exc
-                    logger.warning("download of %s failed (attempt %d): %s", e.url, attempt + 1, exc)
-            else:
-                raise DataNotAvailableError(_missing_message([m for m in missing if not (cache / m.relpath).is_file()],
-                                                             cache, what, f"download failed: {last}")) from last
-            if not e.sha256:
-                lock[e.relpath] = file_sha256(cache / e.relpath)
-        write_text_atomic(_lock_path(cache), json.dumps(lock, indent=1, sort_keys=True))
-    return [cache / e.relpath for e in entries]
-
-
-def _missing_message(missing: list[RemoteFile], cache: Path, what: str, reason: str) -> str:
-    shown = "\n".join(f"  {cache / e.relpath}  <-  {e.url}" for e in missing[:10])
-    more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-    return (f"{len(missing)} file(s) of {what} are not in the cache folder {cache} and cannot be downloaded "
-            f"({reason}):\n{shown}{more}\nEither run with internet access, or copy the files to those paths "
-            f"(the folder mirrors the origin's relative paths), or set STS_DATA_DIR to a folder that holds them.")
-
-
-# ------------------------------------------------------------------------------------------- labels
-
-#: Transcriptomic subclass (first word of the t-type alias) -> class.
-TTYPE_SUBCLASS_TO_CLASS = {"Pvalb": "Pvalb", "Sst": "Sst", "Vip": "Vip/Lamp5", "Lamp5": "Vip/Lamp5",
-                           "Sncg": "Vip/Lamp5", "Serpinf1": "Vip/Lamp5", "Meis2": "Vip/Lamp5"}
-
-#: Cre line -> class, for the Cell Types DB and teeter2018 (see shared/data/README.md).
-CRE_TO_CLASS = {
-    "Pvalb-IRES-Cre": "Pvalb", "Sst-IRES-Cre": "Sst", "Chrna2-Cre_OE25": "Sst",
-    "Vip-IRES-Cre": "Vip/Lamp5", "Ndnf-IRES2-dgCre": "Vip/Lamp5", "Chat-IRES-Cre-neo": "Vip/Lamp5",
-    "Htr3a-Cre_NO152": UNSURE, "Nkx2-1-CreERT2": UNSURE,
-}
-EXCITATORY_CRE_PREFIXES = ("Cux2", "Rorb", "Scnn1a", "Nr5a1", "Rbp4", "Ntsr1", "Ctgf", "Emx1", "Slc17a6",
-                           "Slc17a7", "Tlx3", "Sim1", "Fezf2", "Glt25d2", "Oxtr", "Esr2", "Penk", "Rasgrf2",
-                           "Nos1", "Gng7", "Syt6", "Efr3a", "Tac2")
-
-
-def label_from_transcriptomic_type(alias: str | float | None, dendrite_type: str | float | None) -> tuple[str, str]:
-    """Class and label source of a patch-seq cell.
-
-    Transcriptomic subclass first (Pvalb, Sst, Vip/Lamp5 family); cells without a type fall back
-    to morphology: spiny -> Excitatory, otherwise Unsure.
-    """
-    if isinstance(alias, str) and alias.strip():
-        subclass = alias.split()[0]
-        if subclass in TTYPE_SUBCLASS_TO_CLASS:
-            return TTYPE_SUBCLASS_TO_CLASS[subclass], "transcriptomic"
-        return UNSURE, "transcriptomic (unmapped subclass)"
-    if isinstance(dendrite_type, str) and dendrite_type.strip().lower() == "spiny":
-        return "Excitatory", "dendrite_type"
-    return UNSURE, "no type"
-
-
-def label_from_cre_line(cre: str | float | None, dendrite_type: str | float | None = None) -> tuple[str, str]:
-    """Class and label source of a Cell Types DB / teeter2018 cell from its Cre line."""
-    if not isinstance(cre, str) or not cre:
-        return UNSURE, "no cre line"
-    if cre in CRE_TO_CLASS:
-        return CRE_TO_CLASS[cre], "cre_line"
-    if cre.startswith(EXCITATORY_CRE_PREFIXES):
-        return "Excitatory", "cre_line"
-    return UNSURE, "cre_line (unmapped)"
-
-
-def label_flags(label: str, label_source: str, dendrite_type: str | float | None = None,
-                reporter_status: str | float | None = None) -> str:
-    """Semicolon-separated flags for labels that disagree with other evidence (empty when none).
-
-    - ``cre_vs_dendrite``: a Cre-line interneuron label on a spiny cell, or Excitatory on an aspiny cell
-    - ``reporter_negative``: the Cre reporter was negative, so the Cre line says little about the cell
-    - ``excitatory_from_dendrite``: a patch-seq Excitatory label inferred from morphology, not transcriptome
-    """
-    flags = []
-    dt = dendrite_type.strip().lower() if isinstance(dendrite_type, str) else ""
-    if label_source == "cre_line" and dt:
-        if label == "Excitatory" and dt == "aspiny":
-            flags.append("cre_vs_dendrite")
-        if label in ("Pvalb", "Sst", "Vip/Lamp5") and dt == "spiny":
-            flags.append("cre_vs_dendrite")
-    if isinstance(reporter_status, str) and "negative" in reporter_status.lower():
-        flags.append("reporter_negative")
-    if label_source == "dendrite_type" and label == "Excitatory":
-        flags.append("excitatory_from_dendrite")
-    return ";".join(flags)
-
-
-def read_paper_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """The STS paper's label file: ``<Label> <specimen_id>`` lines -> specimen_id, label."""
-    rows = []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{line_no}: expected '<Label> <specimen_id>', got {line!r}")
-        label, sid = parts
-        if label not in (*CLASSES, UNSURE):
-            raise ValueError(f"{path}:{line_no}: unknown class {label!r}")
-        rows.append((int(sid), label))
-    return pd.DataFrame(rows, columns=["specimen_id", "label"])
-
-
-def read_paper_split(train_path: str | os.PathLike, test_path: str | os.PathLike) -> pd.DataFrame:
-    """The STS paper's split files (``specimen_id, Clamp|Seq`` lines) -> specimen_id, split, source."""
-    frames = []
-    for split, p in (("train", train_path), ("test", test_path)):
-        df = pd.read_csv(p, header=None, names=["specimen_id", "source"], skipinitialspace=True)
-        df["split"] = split
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True)
-    out["source"] = out["source"].str.strip().map({"Clamp": "celltypes", "Seq": "patchseq"})
-    dup = out["specimen_id"].duplicated(keep=False)
-    if dup.any():
-        raise ValueError(f"{int(dup.sum())} specimen ids appear in both split files")
-    return out
-
+from .config import logger, progress_stream
+from .errors import RecordingError
+from .io import file_sha256
+from .nwb import Sweep, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table, read_nwb2_sweep_table
+from .tables import SWEEP_COLUMNS
 
 # ------------------------------------------------------------------------------------- sweep tables
 
@@ -282,16 +49,13 @@ def find_step_epoch(i_pa: np.ndarray, sampling_rate_hz: float, min_duration_s: f
     return start / sampling_rate_hz, end / sampling_rate_hz, round(float(np.median(i[start:end])), 2)
 
 
-_ONTOLOGY = None
+_ONTOLOGY: StimulusOntology | None = None
 
 
 def stimulus_kind_of_code(code: str) -> str:
     """Stimulus name of an ipfx stimulus code (``Long Square``, ``Noise 1``, ...), via ipfx's ontology."""
     global _ONTOLOGY
-    if _ONTOLOGY is None:
-        import ipfx.json_utilities as ju
-        from ipfx.stimulus import StimulusOntology
-
+    if _ONTOLOGY is None:  # read once per process
         _ONTOLOGY = StimulusOntology(ju.read(StimulusOntology.DEFAULT_STIMULUS_ONTOLOGY_FILE))
     try:
         return _ONTOLOGY.find_one(code, tag_type="code").tags(tag_type="name")[0][-1]
@@ -359,12 +123,12 @@ def scan_recordings(files: dict[int, Path], fmt: str, root: Path, n_jobs: int = 
     items = sorted(files.items())
     with ProcessPoolExecutor(max_workers=max(1, n_jobs)) as pool:
         futures = [(sid, pool.submit(_safe_scan, scan, path, sid, root)) for sid, path in items]
-        for sid, fut in tqdm(futures, desc=f"reading {fmt} files"):
+        for sid, fut in tqdm(futures, desc=f"reading {fmt} files", file=progress_stream()):
             table, status = fut.result()
             if table is not None:
                 tables.append(table)
             qc.append({"specimen_id": sid, "qc_status": status, "n_sweeps": 0 if table is None else len(table)})
-    sweeps = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SWEEP_COLUMNS)
+    sweeps = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SWEEP_COLUMNS + ["file_sha256"])
     qc_df = pd.DataFrame(qc, columns=["specimen_id", "qc_status", "n_sweeps"])
     bad = qc_df[qc_df.qc_status != "ok"]
     if len(bad):
@@ -379,7 +143,8 @@ def _safe_scan(scan, path: Path, sid: int, root: Path):
         return None, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
     if table.empty:
         return table, "no current-clamp sweeps"
-    return table, "ok"
+    # the content the cell's results come from (the file is in the page cache after the scan)
+    return table.assign(file_sha256=file_sha256(path)), "ok"
 
 
 def load_sweep(row: pd.Series | dict, root: str | os.PathLike) -> Sweep:
@@ -393,31 +158,44 @@ def load_sweep(row: pd.Series | dict, root: str | os.PathLike) -> Sweep:
     raise ValueError(f"sweep format {row['format']!r} has no voltage trace; use the spike-train table")
 
 
-# ----------------------------------------------------------------------------------- spike trains
+# --------------------------------------------------------------------------------------- teeter2018
 
-SPIKE_TRAIN_COLUMNS = ["specimen_id", "sweep_number", "stimulus_kind", "epoch", "epoch_start_s", "epoch_end_s",
-                       "spike_times_s", "time_scale"]
+#: Noise 1 epochs (s) on the stated 20 kHz time base; the first epoch never evokes spikes here.
+TEETER_EPOCHS_S = {1: (2.0, 5.0), 2: (10.0, 13.0), 3: (18.0, 21.0)}
+TEETER_STRETCH = 1.25
 
 
-def write_spike_trains(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the documented spike-train table (Parquet, one row per sweep epoch).
+def teeter_time_scale(spike_times_s: np.ndarray) -> float:
+    """Detect the 1.25x stretched time base of newer teeter2018 sweeps from where the spikes fall.
 
-    Columns: ``specimen_id`` (int), ``sweep_number`` (int), ``stimulus_kind`` (str), ``epoch`` (int),
-    ``epoch_start_s``/``epoch_end_s`` (float, the stimulus epoch on the sweep's corrected time axis),
-    ``spike_times_s`` (list of float, on the same axis), ``time_scale`` (float: the factor already
-    applied to the stored times, 1.0 when none).
+    Spikes of a Noise 1 sweep lie in its 2nd and 3rd noise epochs. On the stated time base these
+    are 10-13 s and 18-21 s; stretched sweeps have them at 12.5-16.25 s and 22.5-26.25 s. The
+    sweep is stretched when more of its spikes fall into the stretched windows than into the
+    stated ones. Returns 1.25 for a stretched sweep, 1.0 otherwise (also when it has no spikes).
     """
-    from .io import atomic_path
+    t = np.asarray(spike_times_s, dtype=float)
+    if t.size == 0:
+        return 1.0
+    in_stated = sum(((t >= a) & (t < b + 0.05)).sum() for a, b in (TEETER_EPOCHS_S[2], TEETER_EPOCHS_S[3]))
+    in_stretched = sum(((t >= a * TEETER_STRETCH) & (t < b * TEETER_STRETCH + 0.05)).sum()
+                       for a, b in (TEETER_EPOCHS_S[2], TEETER_EPOCHS_S[3]))
+    return TEETER_STRETCH if in_stretched > in_stated else 1.0
 
-    missing = set(SPIKE_TRAIN_COLUMNS) - set(df.columns)
-    if missing:
-        raise ValueError(f"spike-train table lacks columns {sorted(missing)}")
-    with atomic_path(path) as tmp:
-        df[SPIKE_TRAIN_COLUMNS].to_parquet(tmp, index=False)
-    return Path(path)
 
-
-def read_spike_trains(path: str | os.PathLike) -> pd.DataFrame:
-    df = pd.read_parquet(path)
-    df["spike_times_s"] = df["spike_times_s"].map(lambda x: np.asarray(x, dtype=float))
-    return df
+def read_teeter_cell(path: Path, specimen_id: int) -> pd.DataFrame:
+    """Spike-train rows (epochs 2 and 3 of every Noise 1 sweep with spikes) of one teeter2018 cell."""
+    d = json.loads(Path(path).read_text())
+    dt = float(d["dt_used_for_preprocessor_calculations"])
+    rows = []
+    for key, sw in sorted(d["sweep_properties"].get("noise1", {}).items(), key=lambda kv: int(kv[0])):
+        if sw.get("spike_ind") is None:
+            continue
+        t = np.asarray(sw["spike_ind"], dtype=float) * dt
+        scale = teeter_time_scale(t)
+        t = t / scale
+        for epoch in (2, 3):
+            a, b = TEETER_EPOCHS_S[epoch]
+            rows.append({"specimen_id": int(specimen_id), "sweep_number": int(sw["sweep_num"]), "stimulus_kind": "Noise 1",
+                         "epoch": epoch, "epoch_start_s": a, "epoch_end_s": b,
+                         "spike_times_s": t[(t >= a - 0.5) & (t < b + 0.5)], "time_scale": scale})
+    return pd.DataFrame(rows)

@@ -6,48 +6,89 @@ The ``.py`` source (jupytext percent format) is converted in memory, executed wi
 repository root with the given parameters injected after the cell tagged ``parameters``, and
 written to the output path only when every cell ran: a failing cell exits non-zero, prints the
 cell's error, and leaves the partly executed notebook at ``<output>.failed.ipynb`` for inspection
-(so ``make`` never mistakes a failed run for a finished one). The source is never modified.
+(so ``make`` never mistakes a failed run for a finished one). The source is never modified. While a
+notebook runs, its dataset's data folder is locked (:func:`sts_utils.io.data_dir_lock`).
+
+Two more modes serve the Makefile:
+
+``--stamp FILE``
+    writes the notebook's resolved parameters (its defaults with the given ``-p`` values on top) to
+    ``FILE`` only when they differ from what it holds, so ``FILE`` is a make prerequisite that is
+    newer exactly when a parameter changed.
+``--deps``
+    prints, for each notebook, the package modules it imports directly or through other modules,
+    as make variables (``DEPS_02_scalograms := sts_utils/…``), so stages depend on what they run.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import jupytext
+import nbformat
+import papermill as pm
+import yaml
+from jupyter_client.kernelspec import KernelSpecManager
+
+from .config import DATASETS, dataset_dir
+from .io import data_dir_lock, write_text_atomic
+
 KERNEL_NAME = "sts"
+PACKAGE = Path(__file__).resolve().parent
 
 
 def parse_value(text: str) -> Any:
     """Parameter values as YAML scalars/lists: ``5`` -> 5, ``[40, 50]`` -> list, ``null`` -> None."""
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
 
-def declared_parameters(nb) -> set[str]:
-    """Names assigned in the notebook's ``parameters`` cell."""
-    import ast
-
-    names: set[str] = set()
+def parameter_cell(nb) -> str:
+    """Source of the cell tagged ``parameters`` (a ``ValueError`` when there is none)."""
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            for node in ast.walk(ast.parse(cell.source)):
-                if isinstance(node, ast.Assign):
-                    names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-                elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                    names.add(node.target.id)
-    return names
+            return cell.source
+    raise ValueError("the notebook has no cell tagged 'parameters'")
+
+
+def declared_parameters(nb) -> dict[str, Any]:
+    """Names assigned in the notebook's ``parameters`` cell, with their default values (literals)."""
+    out: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(parameter_cell(nb))):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            out[node.target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def resolved_parameters(source: str | os.PathLike, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameters a run of ``source`` uses: its defaults, with the declared ones of ``parameters`` on top."""
+    declared = declared_parameters(jupytext.read(source))
+    return {**declared, **{k: v for k, v in (parameters or {}).items() if k in declared}}
+
+
+def write_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None) -> bool:
+    """Write the resolved parameters to ``stamp`` when they changed; return whether it was written."""
+    text = json.dumps(resolved_parameters(source, parameters), indent=1, sort_keys=True, default=str) + "\n"
+    stamp = Path(stamp)
+    if stamp.exists() and stamp.read_text() == text:
+        return False
+    write_text_atomic(stamp, text)
+    return True
 
 
 def kernel_name() -> str:
     """The project's kernel (registered by ``make``) when installed, else the default ``python3``."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
@@ -60,17 +101,11 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     papermill.PapermillExecutionError
         when a cell fails; the partly executed notebook is kept at ``<output>.failed.ipynb``.
     """
-    import jupytext
-    import nbformat
-    import papermill as pm
-
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source)
-    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        raise ValueError(f"{source} has no cell tagged 'parameters'")
-    # make passes its variables to every stage; each notebook receives the ones it declares
     declared = declared_parameters(nb)
+    # make passes its variables to every stage; each notebook receives the ones it declares
     parameters = {k: v for k, v in (parameters or {}).items() if k in declared}
     kernel = kernel or kernel_name()
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": f"Python ({kernel})", "language": "python"}
@@ -78,9 +113,12 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     nbformat.write(nb, staged)
     partial = output.with_name(output.stem + ".part.ipynb")
     failed = output.with_name(output.stem + ".failed.ipynb")
+    dataset = parameters.get("DATASET", declared.get("DATASET"))
+    lock_dir = dataset_dir(dataset, parameters.get("DATA_DIR")) if dataset in DATASETS else output.parent
     try:
-        pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
-                            cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False)
+        with data_dir_lock(lock_dir):
+            pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
+                                cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False)
     except BaseException:
         if partial.exists():
             os.replace(partial, failed)
@@ -92,23 +130,81 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     return output
 
 
+# ------------------------------------------------------------------------------------ dependencies
+
+def _imported_modules(tree: ast.AST, current: str | None = None) -> set[str]:
+    """Package modules (``sts_utils.x``) that an AST imports at any depth."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sts_utils.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and current is not None:
+                base = "sts_utils" + (f".{node.module}" if node.module else "")
+            elif node.module and node.module.split(".")[0] == "sts_utils":
+                base = node.module
+            else:
+                continue
+            if base == "sts_utils":
+                found |= {f"sts_utils.{a.name}" for a in node.names}
+            else:
+                found.add(base)
+    return {m for m in found if (PACKAGE / f"{m.split('.', 1)[1]}.py").is_file()}
+
+
+def module_dependencies(source: str | os.PathLike) -> list[str]:
+    """Files of the package that a notebook (or module) imports, directly or through other modules."""
+    source = Path(source)
+    text = "\n".join(c.source for c in jupytext.read(source).cells if c.cell_type == "code") \
+        if source.parent.name == "notebooks" else source.read_text()
+    todo = _imported_modules(ast.parse(text))
+    seen: set[str] = set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = PACKAGE / f"{mod.split('.', 1)[1]}.py"
+        todo |= _imported_modules(ast.parse(path.read_text()), current=mod) - seen
+    root = PACKAGE.parent
+    return sorted(str((PACKAGE / f"{m.split('.', 1)[1]}.py").relative_to(root)) for m in seen)
+
+
+def make_dependencies(notebooks: list[str]) -> str:
+    """Make variables ``DEPS_<notebook stem> := <package files>`` for ``notebooks``."""
+    lines = ["# generated by `python -m sts_utils.runner --deps`: the package files each notebook runs"]
+    for nb in sorted(notebooks):
+        lines.append(f"DEPS_{Path(nb).stem} := " + " ".join(module_dependencies(nb)))
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source")
-    ap.add_argument("output")
+    ap.add_argument("source", nargs="*", help="notebook source (and, to execute it, the output path)")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--cwd", default=None)
+    ap.add_argument("--stamp", default=None, help="write the resolved parameters to this file when they changed")
+    ap.add_argument("--deps", action="store_true", help="print make variables of each notebook's package files")
     args = ap.parse_args(argv)
+    if args.deps:
+        sys.stdout.write(make_dependencies(args.source))
+        return 0
     params = {k: parse_value(v) for k, v in args.param}
+    if args.stamp:
+        write_stamp(args.source[0], args.stamp, params)
+        return 0
+    if len(args.source) != 2:
+        ap.error("give the notebook source and the output path")
+    source, output = args.source
     try:
-        execute_notebook(args.source, args.output, params, cwd=args.cwd)
+        execute_notebook(source, output, params, cwd=args.cwd)
     except Exception as exc:  # print the failing cell's error in a form make's log shows clearly
         name = type(exc).__name__
-        print(f"\n*** {args.source} failed ({name}) ***\n{exc}\n"
-              f"partly executed notebook: {Path(args.output).with_name(Path(args.output).stem + '.failed.ipynb')}",
+        print(f"\n*** {source} failed ({name}) ***\n{exc}\n"
+              f"partly executed notebook: {Path(output).with_name(Path(output).stem + '.failed.ipynb')}",
               file=sys.stderr)
         return 1
-    print(f"executed {args.source} -> {args.output}")
+    print(f"executed {source} -> {output}")
     return 0
 
 

@@ -16,12 +16,19 @@ compared with deleting the same number of random pixels.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
-from .config import CLASSES
+from .config import CLASSES, dataset_dir, require
+from .metrics import balanced_accuracy
+from .models import get_device, last_conv_block, load_checkpoint
+from .store import ScalogramStore
+from .training import predict_proba
 
 METHODS: tuple[str, ...] = ("saliency", "integrated_gradients", "gradcam")
 DELETION_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -34,10 +41,6 @@ def attribute(model, x: torch.Tensor, target: torch.Tensor | np.ndarray | list[i
     ``saliency`` and ``gradcam`` are non-negative; ``integrated_gradients`` is signed (positive =
     evidence for the target class).
     """
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
-
-    from .models import last_conv_block
-
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
     model.eval()
@@ -140,9 +143,6 @@ def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fracti
     The random curve depends only on the model, the cells and ``seed``: pass the ``random`` rows of an
     earlier call on the same model and cells as ``random_curve`` to reuse them instead of recomputing.
     """
-    from .evaluation import balanced_accuracy
-    from .training import predict_proba
-
     rows = []
     kinds = [("attribution", attr)]
     if random_curve is None:
@@ -170,11 +170,75 @@ def deletion_areas(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overlay(ax, scalogram: np.ndarray, attribution: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray, title: str = ""):
-    """Paper-style overlay: scalogram in grey, attribution in colour, time (s) x frequency (Hz, log)."""
-    ax.pcolormesh(times_s, freqs_hz, scalogram, cmap="Greys", shading="auto")
-    a = attribution / attribution.max() if attribution.max() > 0 else attribution
-    ax.pcolormesh(times_s, freqs_hz, np.ma.masked_less(a, 0.15), cmap="inferno", alpha=0.6, shading="auto", vmin=0, vmax=1)
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=8)
-    return ax
+@dataclass
+class SaliencyResult:
+    """Everything notebook 07 shows: maps per (backbone, method), deletion curves, where the mass lies.
+
+    Attributes
+    ----------
+    maps
+        ``(backbone, method) -> {"mean": class -> mean map, "example": class -> map, "example_ids": class -> id}``.
+    curves
+        Deletion curves of every backbone and method (``backbone``, ``method``, ``deleted``, ``fraction``, ``p_true``, ...).
+    readings
+        :func:`describe_map` of every class-mean map, one row per backbone, method and class.
+    backbones
+        The backbones that had a trained model.
+    """
+
+    maps: dict = field(default_factory=dict)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    readings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    backbones: list = field(default_factory=list)
+
+
+def explain_backbones(dataset: str, backbones: list[str], data_dir: str | os.PathLike | None = None,
+                      methods: list[str] = list(METHODS), ig_steps: int = 32, max_test_cells: int = 200, seed: int = 0,
+                      device: str | None = None) -> SaliencyResult:
+    """Attributions of every trained backbone on its test cells (repeat 0), and the deletion test.
+
+    Reads ``predictions.csv`` (notebook 06) for the test cells and their predictions; cells are taken
+    in specimen order, at most ``max_test_cells``.
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    store = ScalogramStore.load(dataset, data_dir)
+    predictions = pd.read_csv(require(ddir / "predictions.csv"))
+    stim_end_s = float(store.times_s[-1] - store.params["params"]["post_s"])
+    dev = get_device(device)
+    result = SaliencyResult(backbones=[b for b in backbones if (ddir / "models" / b / "model.pt").exists()])
+    curves, readings = [], []
+    for backbone in result.backbones:
+        model, _ = load_checkpoint(ddir / "models" / backbone, dev)
+        pred = predictions[(predictions.model == backbone) & (predictions.repeat == 0)].sort_values("specimen_id")
+        pred = pred.merge(store.index[["specimen_id", "row"]], on="specimen_id").head(max_test_cells)
+        x = np.asarray(store.images[pred["row"].to_numpy()], dtype=np.float32)
+        y = np.array([CLASSES.index(c) for c in pred["true"]])
+        correct = (pred["true"] == pred["pred"]).to_numpy()
+        examples = example_cells(pred)
+        random_curve = None  # deleting random pixels does not depend on the method: computed once per backbone
+        for method in methods:
+            attr = attribute(model, x, y, method, ig_steps=ig_steps)
+            means = class_mean_maps(attr, list(pred["true"]), correct)
+            ex = {c: attr[pred["specimen_id"].to_numpy() == sid][0] for c, sid in examples.items()}
+            result.maps[(backbone, method)] = {"mean": means, "example": ex, "example_ids": examples}
+            curve = deletion_curve(model, x, y, attr, seed=seed, random_curve=random_curve)
+            random_curve = curve[curve.deleted == "random"]
+            curves.append(curve.assign(backbone=backbone, method=method))
+            for c, m in means.items():
+                readings.append({"backbone": backbone, "method": method, "class": c,
+                                 **describe_map(m, store.freqs_hz, store.times_s, stim_end_s)})
+    result.curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    result.readings = pd.DataFrame(readings)
+    return result
+
+
+def saliency_reading(readings: pd.DataFrame, method: str = "saliency") -> str:
+    """Markdown bullets, one per class, on where the class-mean maps of ``method`` put their mass."""
+    sal = readings[readings.method == method].groupby("class").mean(numeric_only=True)
+    lines = []
+    for c, r in sal.iterrows():
+        lines.append(f"- **{c}**: half the {method} mass lies below {r.median_freq_hz:.0f} Hz and before "
+                     f"{r.median_time_s:.2f} s after onset; {r.share_first_100ms:.0%} in the first 100 ms of the step, "
+                     f"{r.share_after_step:.0%} after it, {r.share_above_100hz:.0%} above 100 Hz, "
+                     f"{r.share_channel0:.0%} on channel 0.")
+    return "\n".join(lines)

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from .config import CLASSES, dataset_dir
-from .io import write_csv_atomic, write_sidecar
+from .config import CLASSES, dataset_dir, require
+from .io import data_dir_lock, write_csv_atomic, write_sidecar
+from .tables import read_cells, read_splits, validate_splits
 
 
 def stratified_splits(cells: pd.DataFrame, test_fraction: float = 0.2, n_repeats: int = 1, seed: int = 0) -> pd.DataFrame:
@@ -64,15 +65,17 @@ def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fr
     For ``allen`` the paper's split (column ``split`` of ``cells.csv``) is used as published.
     """
     ddir = dataset_dir(dataset, data_dir)
-    index = pd.read_csv(ddir / "scalograms" / "index.csv")
-    cells = pd.read_csv(ddir / "cells.csv")
+    index = pd.read_csv(require(ddir / "scalograms" / "index.csv"))
+    cells = read_cells(ddir / "cells.csv")
     usable = cells[cells["specimen_id"].isin(index["specimen_id"]) & cells["label"].isin(CLASSES)]
     coverage = None
     if "split" in cells.columns and cells["split"].notna().any():
         splits, coverage = paper_splits(usable, cells[["specimen_id", "split"]].dropna())
     else:
         splits = stratified_splits(usable[["specimen_id", "label"]], test_fraction, n_repeats, seed)
-    path = write_csv_atomic(splits, ddir / "splits.csv")
+    validate_splits(splits, ddir / "splits.csv")  # checked before anything is written
+    with data_dir_lock(ddir):
+        path = write_csv_atomic(splits, ddir / "splits.csv")
     write_sidecar(path, {"dataset": dataset, "test_fraction": test_fraction, "n_repeats": n_repeats,
                          "source": "paper" if coverage else "stratified"},
                   seed=seed, inputs={"index.csv": ddir / "scalograms" / "index.csv", "cells.csv": ddir / "cells.csv"},
@@ -91,13 +94,17 @@ def split_counts(splits: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 def load_split(dataset: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> pd.DataFrame:
     """``specimen_id``, ``split``, ``label`` of one repeat, with a check that no specimen is in both splits."""
     ddir = dataset_dir(dataset, data_dir)
-    splits = pd.read_csv(ddir / "splits.csv")
+    splits = read_splits(ddir / "splits.csv")
     splits = splits[splits["repeat"] == repeat]
-    if splits["specimen_id"].duplicated().any():
-        raise ValueError(f"{ddir / 'splits.csv'}: a specimen appears twice in repeat {repeat}")
-    cells = pd.read_csv(ddir / "cells.csv")[["specimen_id", "label"]]
+    cells = read_cells(ddir / "cells.csv")[["specimen_id", "label"]]
     return splits.merge(cells, on="specimen_id", how="left")
 
 
 def n_repeats_of(dataset: str, data_dir: str | os.PathLike | None = None) -> int:
-    return int(pd.read_csv(dataset_dir(dataset, data_dir) / "splits.csv")["repeat"].max()) + 1
+    """Number of split repeats (or folds) in ``splits.csv``."""
+    return int(read_splits(dataset_dir(dataset, data_dir) / "splits.csv")["repeat"].max()) + 1
+
+
+def coverage_table(coverage: dict) -> pd.DataFrame:
+    """The published split's coverage of the cells at hand, as a two-column table."""
+    return pd.DataFrame({"what": list(coverage), "cells": list(coverage.values())})

@@ -3,8 +3,8 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
 from sts_utils.config import CLASSES
-from sts_utils.evaluation import (balanced_accuracy, bootstrap_ci, classification_summary, predictions_frame,
-                                  results_table)
+from sts_utils.evaluation import predictions_frame, results_table
+from sts_utils.metrics import balanced_accuracy, bootstrap_ci, classification_summary
 
 
 def random_preds(seed=0, n=200, acc=0.7):

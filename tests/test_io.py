@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from sts_utils import io
-from sts_utils.config import get_data_dir, seed_everything
+from sts_utils.config import get_data_dir, project_root, seed_everything
 
 
 def test_atomic_write_leaves_no_partial_file_when_interrupted(tmp_path):
@@ -58,7 +58,10 @@ def test_markdown_table_and_data_dir(tmp_path, monkeypatch):
     assert text.startswith("Cap.") and "0.123" in text and "a\\|b" in text
     monkeypatch.setenv("STS_DATA_DIR", str(tmp_path))
     assert get_data_dir() == tmp_path
-    assert get_data_dir("x") == tmp_path.__class__("x")
+    assert get_data_dir("x") == project_root() / "x"  # relative to the project, wherever the kernel starts
+    monkeypatch.delenv("STS_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert get_data_dir() == project_root() / "data" and (project_root() / "notebooks").is_dir()
 
 
 def test_seed_everything_rejects_bad_seed():

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.nwb import (RecordingError, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
+from sts_utils.errors import RecordingError
+from sts_utils.nwb import (load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
                            read_nwb2_sweep_table, write_nwb1_cell)
 from sts_utils.recordings import scan_recordings
 

@@ -5,9 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import datasets
-from sts_utils.recordings import (DataNotAvailableError, RemoteFile, ensure_files, find_step_epoch, label_flags,
-                                  label_from_cre_line, label_from_transcriptomic_type, read_paper_labels, read_paper_split)
+from sts_utils import acquisition, recordings
+from sts_utils.errors import DataNotAvailableError, TableError
+from sts_utils.labels import (label_flags, label_from_cre_line, label_from_transcriptomic_type, read_paper_labels,
+                              read_paper_split)
+from sts_utils.recordings import find_step_epoch
+from sts_utils.registry import RemoteFile, ensure_files
 
 
 @pytest.mark.parametrize("alias,dendrite,expected", [
@@ -37,7 +40,7 @@ def test_cre_label_rule_and_flags():
 
 
 def test_teeter2018_from_the_shared_real_files(teeter_data_dir):
-    out = datasets.acquire("teeter2018", teeter_data_dir, seed=0, n_jobs=1)
+    out = acquisition.acquire("teeter2018", teeter_data_dir, seed=0, n_jobs=1)
     cells = out["cells"]
     assert len(cells) == 645
     counts = cells.label.value_counts()
@@ -52,7 +55,7 @@ def test_teeter2018_time_base_rescaling_on_shared_files(shared_data):
     scales = {}
     for f in files:
         sid = int(f.parent.name.split("_")[0])
-        df = datasets.read_teeter_cell(f, sid)
+        df = recordings.read_teeter_cell(f, sid)
         scales[sid] = set(df.time_scale)
         if len(df):
             t = np.concatenate(df.spike_times_s.to_list())
@@ -67,8 +70,8 @@ def test_teeter2018_time_base_rescaling_on_shared_files(shared_data):
     vip = [sid for sid in scales if cre.get(sid) in ("Vip-IRES-Cre", "Ndnf-IRES2-dgCre", "Chat-IRES-Cre-neo")]
     assert all(1.25 in scales[s] for s in vip)  # the confound described in shared/data/README.md
     synthetic = np.array([10.5, 11.0, 19.0]) * 1.25
-    assert datasets.teeter_time_scale(synthetic) == 1.25
-    assert datasets.teeter_time_scale(np.array([10.5, 11.0, 19.0])) == 1.0
+    assert recordings.teeter_time_scale(synthetic) == 1.25
+    assert recordings.teeter_time_scale(np.array([10.5, 11.0, 19.0])) == 1.0
 
 
 def test_paper_labels_and_split_from_shared_files(shared_data):
@@ -80,14 +83,14 @@ def test_paper_labels_and_split_from_shared_files(shared_data):
     merged = split.merge(labels, on="specimen_id", how="left")
     assert merged.label.notna().mean() > 0.95
     cells = merged.assign(derived_label=np.where(merged.source == "patchseq", merged.label, "missing"))
-    table = datasets.label_agreement(cells)
+    table = acquisition.label_agreement(cells)
     assert table.loc["All", "All"] == merged.label.notna().sum()
 
 
 def test_paper_labels_reject_unknown_class(tmp_path):
     p = tmp_path / "labels.txt"
     p.write_text("Pvalb 1\nChandelier 2\n")
-    with pytest.raises(ValueError, match="unknown class"):
+    with pytest.raises(TableError, match="labels.txt:2: unknown class 'Chandelier'"):
         read_paper_labels(p)
 
 
@@ -98,7 +101,7 @@ def test_offline_fetch_of_missing_file_gives_clear_error_and_no_partial_file(tmp
         ensure_files([entry], tmp_path / "cache", "teeter2018 feature table")
     msg = str(err.value)
     assert "features_7_27_17.csv" in msg and str(tmp_path / "cache") in msg and "https://example.invalid" in msg
-    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else True
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
 
 
 def test_failed_download_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -132,27 +135,62 @@ def test_find_step_epoch_ignores_test_pulse():
 
 def test_stratified_subset_keeps_every_class(tmp_path):
     cells = pd.DataFrame({"specimen_id": range(100), "label": ["Excitatory"] * 85 + ["Pvalb"] * 10 + ["Sst"] * 5})
-    sub = datasets.stratified_subset(cells, 20, seed=0)
+    sub = acquisition.stratified_subset(cells, 20, seed=0)
     assert len(sub) <= 20 and set(sub.label) == {"Excitatory", "Pvalb", "Sst"}
-    assert sub.equals(datasets.stratified_subset(cells, 20, seed=0))
+    assert sub.equals(acquisition.stratified_subset(cells, 20, seed=0))
 
 
-def test_verified_files_are_not_rehashed_but_a_changed_file_is(tmp_path, monkeypatch):
+def test_verified_files_are_not_rehashed_but_any_write_is_caught(tmp_path, monkeypatch):
+    """An unchanged file is hashed once; a same-size change with its mtime restored is still caught."""
     import hashlib
-    import time
+    import os
 
-    from sts_utils import recordings
+    from sts_utils import registry
 
     monkeypatch.setenv("STS_OFFLINE", "1")
     (tmp_path / "f.txt").write_text("hello")
     entry = RemoteFile("f.txt", "http://x", sha256=hashlib.sha256(b"hello").hexdigest())
     calls = []
-    real = recordings.file_sha256
-    monkeypatch.setattr(recordings, "file_sha256", lambda p: calls.append(p) or real(p))
+    real = registry.file_sha256
+    monkeypatch.setattr(registry, "file_sha256", lambda p: calls.append(p) or real(p))
     ensure_files([entry], tmp_path, "t")
     ensure_files([entry], tmp_path, "t")
-    assert len(calls) == 1  # the second run trusts the recorded size and modification time
-    time.sleep(0.01)
-    (tmp_path / "f.txt").write_text("HELLO")  # changed on disk: hashed again, and rejected
-    with pytest.raises(DataNotAvailableError, match="does not match"):
+    assert len(calls) == 1  # the second run trusts the record (size, mtime, ctime, inode unchanged)
+    st = (tmp_path / "f.txt").stat()
+    (tmp_path / "f.txt").write_text("HELLO")  # same size ...
+    os.utime(tmp_path / "f.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the old mtime put back
+    with pytest.raises(DataNotAvailableError, match="does not match its pinned sha256"):
         ensure_files([entry], tmp_path, "t")
+    assert len(calls) == 2
+
+
+def test_a_corrupt_teeter_file_copied_into_the_cache_is_refused(tmp_path, shared_data, monkeypatch):
+    """The registry ships teeter2018's hashes: one changed digit in a spike index is caught, naming the file."""
+    import shutil
+
+    monkeypatch.setenv("STS_OFFLINE", "1")
+    raw = tmp_path / "teeter2018" / "raw"
+    shutil.copytree(shared_data / "teeter2018", raw, ignore=shutil.ignore_patterns("LICENSE"))
+    victim = sorted((raw / "mouse_struc_data_dir").glob("*/*_preprocessor_values.json"))[0]
+    text = victim.read_text()
+    digit = next(k for k, ch in enumerate(text) if ch.isdigit() and k > text.find("spike_ind"))
+    victim.write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1:])
+    with pytest.raises(DataNotAvailableError) as err:
+        acquisition.acquire("teeter2018", tmp_path, seed=0, n_jobs=1)
+    assert victim.name in str(err.value) and "delete it to download it again" in str(err.value)
+    assert not (tmp_path / "teeter2018" / "cells.csv").exists()
+
+
+def test_registry_pins_every_shared_file(shared_data):
+    """Every real file the project knows has its SHA-256 shipped with the package, and they match."""
+    from sts_utils.io import file_sha256
+    from sts_utils.registry import pinned_hashes
+
+    teeter = pinned_hashes("teeter2018")
+    files = [p for p in (shared_data / "teeter2018").rglob("*") if p.is_file() and p.name != "LICENSE"]
+    assert len(teeter) == len(files) == 647
+    for p in files[:20]:
+        assert teeter[str(p.relative_to(shared_data / "teeter2018"))] == file_sha256(p)
+    paper = pinned_hashes("sts_paper")
+    for name in ("Train_split.csv", "Test_split.csv", "cell_types_GouwensAll_new.txt"):
+        assert paper[f"data/{name}"] == file_sha256(shared_data / "sts_paper" / name)

@@ -30,7 +30,7 @@ class PatchModel(nn.Module):
 @pytest.fixture
 def toy(monkeypatch):
     model = PatchModel()
-    monkeypatch.setattr("sts_utils.models.last_conv_block", lambda m: m.features)
+    monkeypatch.setattr("sts_utils.saliency.last_conv_block", lambda m: m.features)
     x = torch.rand(6, 2, 20, 30).numpy()
     return model, x, model.mask.numpy().astype(bool)
 

@@ -5,8 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sts_utils import cwt, signals
 from sts_utils import scalograms as sc
-from sts_utils.scalograms import ScalogramParams, ScalogramStore, compute_scalograms
+from sts_utils.errors import SelectionError
+from sts_utils.scalograms import ScalogramParams, compute_scalograms
+from sts_utils.store import ScalogramStore
 
 
 FS = 4000.0
@@ -20,7 +23,7 @@ def freqs():
 @pytest.mark.parametrize("f", [8.0, 40.0, 150.0, 600.0])
 def test_sine_peaks_in_its_frequency_row(f):
     t = np.arange(N) / FS
-    img = sc.multirate_cwt_modulus(np.sin(2 * np.pi * f * t), FS, freqs(), 480)
+    img = cwt.multirate_cwt_modulus(np.sin(2 * np.pi * f * t), FS, freqs(), 480)
     power = img[:, 60:-60].mean(axis=1)
     peak = freqs()[np.argmax(power)]
     assert abs(np.log(peak / f)) < np.log(1.08), (f, peak)
@@ -30,10 +33,10 @@ def test_sine_peaks_in_its_frequency_row(f):
 def test_regular_spike_train_has_its_ridge_at_the_firing_rate(rate):
     window = 3.2
     spikes = np.arange(0.05, window, 1.0 / rate)
-    x = sc.bin_spike_train(spikes, 0.0, window, N)
+    x = signals.bin_spike_train(spikes, 0.0, window, N)
     fs = N / window
     fr = ScalogramParams(f_max_hz=200.0).frequencies_hz(window)
-    img = sc.multirate_cwt_modulus(x, fs, fr, 480)
+    img = cwt.multirate_cwt_modulus(x, fs, fr, 480)
     low = fr < 1.5 * rate  # the ridge is the lowest strong band: the fundamental
     peak = fr[low][np.argmax(img[low][:, 60:-60].mean(axis=1))]
     assert abs(np.log(peak / rate)) < np.log(1.1), (rate, peak)
@@ -44,8 +47,8 @@ def test_multirate_equals_full_rate_cwt_averaged_to_the_stored_grid():
     t = np.arange(N) / FS
     x = np.sin(2 * np.pi * 30 * t) * (t > 0.3) + 0.3 * np.sin(2 * np.pi * 300 * t) + 0.2 * rng.standard_normal(N)
     fr = freqs()
-    fast = sc.multirate_cwt_modulus(x, FS, fr, 480)
-    full = sc.resample_rows(sc.cwt_modulus(x, FS, fr), 480)
+    fast = cwt.multirate_cwt_modulus(x, FS, fr, 480)
+    full = cwt.resample_rows(cwt.cwt_modulus(x, FS, fr), 480)
     inner = slice(60, -60)
     r = np.corrcoef(fast[:, inner].ravel(), full[:, inner].ravel())[0, 1]
     assert r > 0.99
@@ -63,17 +66,17 @@ def test_batched_cwt_equals_pywt_cwt(n, f_lo, f_hi):
     import pywt
 
     x = np.random.default_rng(n).standard_normal(n)
-    scales = pywt.frequency2scale(sc.WAVELET, np.geomspace(f_lo, f_hi, 30))
-    ref = pywt.cwt(x, scales, sc.WAVELET, method="fft")[0]
+    scales = pywt.frequency2scale(cwt.WAVELET, np.geomspace(f_lo, f_hi, 30))
+    ref = pywt.cwt(x, scales, cwt.WAVELET, method="fft")[0]
     tol = 1e-12 * np.abs(ref).max()
-    np.testing.assert_allclose(sc.pywt_cwt_batched(x, scales), ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(cwt.pywt_cwt_batched(x, scales), ref, rtol=0, atol=tol)
     for start, stop in [(n // 4, n - n // 4), (0, 1), (n - 3, n)]:
-        got = sc.pywt_cwt_batched(x, scales, keep=(start, stop))
+        got = cwt.pywt_cwt_batched(x, scales, keep=(start, stop))
         np.testing.assert_allclose(got, ref[:, start:stop], rtol=0, atol=tol)
-    two = sc.pywt_cwt_batched(np.stack([x, -2 * x]), scales)
+    two = cwt.pywt_cwt_batched(np.stack([x, -2 * x]), scales)
     np.testing.assert_allclose(two[1], -2 * ref, rtol=0, atol=2 * tol)
     with pytest.raises(ValueError):
-        sc.pywt_cwt_batched(x, scales, keep=(5, n + 1))
+        cwt.pywt_cwt_batched(x, scales, keep=(5, n + 1))
 
 
 def test_padding_capped_at_the_wavelet_changes_nothing_inside_the_window():
@@ -84,9 +87,9 @@ def test_padding_capped_at_the_wavelet_changes_nothing_inside_the_window():
     fr = freqs()
     xc = x - x.mean()
     pad = N // 2
-    scales = pywt.frequency2scale(sc.WAVELET, fr / FS)
-    ref = np.abs(pywt.cwt(np.pad(xc, pad, mode="reflect"), scales, sc.WAVELET, method="fft")[0][:, pad:pad + N])
-    np.testing.assert_allclose(sc.cwt_modulus(x, FS, fr), ref, rtol=0, atol=1e-12 * ref.max())
+    scales = pywt.frequency2scale(cwt.WAVELET, fr / FS)
+    ref = np.abs(pywt.cwt(np.pad(xc, pad, mode="reflect"), scales, cwt.WAVELET, method="fft")[0][:, pad:pad + N])
+    np.testing.assert_allclose(cwt.cwt_modulus(x, FS, fr), ref, rtol=0, atol=1e-12 * ref.max())
 
 
 def test_a_silent_channel_does_not_turn_rounding_noise_into_structure():
@@ -95,13 +98,13 @@ def test_a_silent_channel_does_not_turn_rounding_noise_into_structure():
     fs = N / window
     fr = ScalogramParams(f_max_hz=375.0).frequencies_hz(window)
     silent = np.zeros(N)
-    firing = sc.bin_spike_train(np.arange(0.2, 3.0, 0.05), 0.0, window, N)
-    a = sc.scalogram_image([silent, firing], fs, fr, 480)
-    b = sc.scalogram_image([silent + 1e-12 * np.random.default_rng(0).standard_normal(N), firing], fs, fr, 480)
+    firing = signals.bin_spike_train(np.arange(0.2, 3.0, 0.05), 0.0, window, N)
+    a = cwt.scalogram_image([silent, firing], fs, fr, 480)
+    b = cwt.scalogram_image([silent + 1e-12 * np.random.default_rng(0).standard_normal(N), firing], fs, fr, 480)
     assert a[0].max() < 1e-3
     np.testing.assert_allclose(a, b, atol=1e-6)
-    with pytest.raises(sc.SelectionError, match="flat signal"):
-        sc.scalogram_image([silent, silent], fs, fr, 480)
+    with pytest.raises(SelectionError, match="flat signal"):
+        cwt.scalogram_image([silent, silent], fs, fr, 480)
 
 
 @pytest.mark.parametrize("f", [5.0, 30.0, 300.0])
@@ -109,8 +112,8 @@ def test_multirate_keeps_the_amplitude_of_a_sine(f):
     t = np.arange(N) / FS
     x = np.sin(2 * np.pi * f * t)
     fr = freqs()
-    fast = sc.multirate_cwt_modulus(x, FS, fr, 480)[:, 100:-100].mean(axis=1)
-    full = sc.resample_rows(sc.cwt_modulus(x, FS, fr), 480)[:, 100:-100].mean(axis=1)
+    fast = cwt.multirate_cwt_modulus(x, FS, fr, 480)[:, 100:-100].mean(axis=1)
+    full = cwt.resample_rows(cwt.cwt_modulus(x, FS, fr), 480)[:, 100:-100].mean(axis=1)
     k = int(np.argmax(full))
     assert abs(fast[k] / full[k] - 1) < 0.03
 
@@ -140,7 +143,7 @@ def test_store_round_trip_and_size(tiny_demo):
     sweeps = pd.read_csv(tiny_demo / "demo" / "sweeps.csv")
     first = store.index.iloc[0]
     signals, _ = sc.cell_voltage_signals(sweeps[sweeps.specimen_id == first.specimen_id], tiny_demo / "demo" / "raw", ScalogramParams())
-    fresh = sc.scalogram_image(signals, 4800 / params["params"]["window_s"], store.freqs_hz, 480).astype(np.float16)
+    fresh = cwt.scalogram_image(signals, 4800 / params["params"]["window_s"], store.freqs_hz, 480).astype(np.float16)
     assert np.array_equal(fresh, store.images[first.row])
     assert np.isclose(float(np.asarray(store.images, dtype=np.float32).max()), 1.0, atol=1e-3)
     assert store.freqs_hz[0] < store.freqs_hz[-1]
@@ -189,6 +192,6 @@ def test_onset_alignment_gives_identical_images_for_shifted_recordings():
     t2 = np.arange(len(resp) + len(pad)) / rate
     shifted = np.concatenate([pad, resp])
     p = ScalogramParams()
-    a = sc.resample_window(t1, resp, 0.2 - p.pre_s, 1.2 + p.post_s, p.n_times)
-    b = sc.resample_window(t2, shifted, 0.5 - p.pre_s, 1.5 + p.post_s, p.n_times)
+    a = signals.resample_window(t1, resp, 0.2 - p.pre_s, 1.2 + p.post_s, p.n_times)
+    b = signals.resample_window(t2, shifted, 0.5 - p.pre_s, 1.5 + p.post_s, p.n_times)
     np.testing.assert_allclose(a, b, atol=1e-9)

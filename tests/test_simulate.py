@@ -5,7 +5,8 @@ import pytest
 
 from sts_utils.config import CLASSES
 from sts_utils.simulate import Protocol, cohort_design, simulate_cells
-from sts_utils.sweeps import find_rheobase, spike_count_table
+from sts_utils.recordings import load_sweep
+from sts_utils.sweeps import analyse_long_squares, find_rheobase
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def counts(tiny_demo):
     sweeps = pd.read_csv(tiny_demo / "demo" / "sweeps.csv")
     rows = []
     for sid, g in sweeps.groupby("specimen_id"):
-        t = spike_count_table(g, tiny_demo / "demo" / "raw")
+        t = analyse_long_squares(g, lambda row: load_sweep(row, tiny_demo / "demo" / "raw")).table
         rows.append(t.assign(specimen_id=sid))
     return pd.concat(rows).merge(cells[["specimen_id", "label", "model_rheobase_pa"]], on="specimen_id")
 

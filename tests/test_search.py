@@ -1,0 +1,154 @@
+"""Search settings and shared-storage workers: the paper's profile, study naming, exact trial counts, crash recovery."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sts_utils import search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# a tiny objective run through the project's real worker loop (search.run_worker), storage and stopping rule
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    from sts_utils import search
+    storage, name, n, sleep, log, rank = sys.argv[1:7]
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        with open(log, "a") as f:
+            f.write(f"{trial.number} {os.getpid()}\\n")
+        time.sleep(float(sleep) if trial.number > 0 or rank != "slow" else 60)
+        return x
+    search.run_worker(objective, int(n), name=name, storage=storage, rank=0 if rank == "slow" else int(rank),
+                      progress=False, poll_s=0.2)
+""")
+
+
+def worker_cmd(tmp_path, storage, name, n, sleep, rank):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return [sys.executable, str(script), str(storage), name, str(n), str(sleep), str(tmp_path / "log.txt"), str(rank)]
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_paper_profile_is_the_papers_protocol():
+    run = search.resolve_profile("paper", "allen", "resnet18", {})
+    assert run["space"] == {
+        "batch_size": ("categorical", [32, 64]),
+        "lr": ("log", 1e-3, 0.08),
+        "lr_decay": ("categorical", [0.0, 0.01, 0.1]),  # 0 = no decay
+        "decay_period": ("int", 5, 20),
+        "patience": ("int", 10, 20),
+        "dropout": ("categorical", [0.0, 0.3, 0.5, 0.7]),
+    }
+    expected = {"n_trials": 50, "n_folds": 3, "fold_seed": 42, "protocol": "inner_holdout", "inner_val_fraction": 0.2,
+                "epochs": 1000, "trial_epochs": None, "refit": "mean_epochs", "class_weights": False, "freeze": "NONE",
+                "channel_map": (0, 1, 0), "seed": 42, "image_size": 224, "lr_schedule": "paper", "pruner": "none",
+                "min_improvement": 0.05, "restore_best": False, "pretrained": "imagenet", "profile": "paper"}
+    assert {k: run[k] for k in expected} == expected
+    assert search.resolve_profile("paper", "allen", "inception_v3", {})["image_size"] == 299
+    # the paper pins its seed; TRAIN_SEED overrides it; the other profiles use the notebook's SEED
+    assert search.resolve_profile("paper", "allen", "resnet18", {}, default_seed=3)["seed"] == 42
+    assert search.resolve_profile("paper", "allen", "resnet18", {"seed": 7})["seed"] == 7
+    assert search.resolve_profile("cpu_small", "demo", "resnet18", {}, default_seed=3)["seed"] == 3
+
+
+def test_demo_profile_keeps_the_committed_settings():
+    run = search.resolve_profile("auto", "demo", "inception_v3", {}, cuda_available=True)
+    assert run["profile"] == "cpu_small" and run["image_size"] == 80
+    assert {k: run[k] for k in ("epochs", "batch_size", "lr", "patience", "n_trials", "n_folds", "trial_epochs", "lr_decay",
+                                "decay_period", "dropout", "class_weights", "val_fraction", "lr_schedule")} == {
+        "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 4,
+        "lr_decay": 0.5, "decay_period": 5, "dropout": 0.0, "class_weights": True, "val_fraction": 0.15,
+        "lr_schedule": "step"}
+    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=True)["profile"] == "paper"
+    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=False)["profile"] == "cpu_small"
+    assert search.resolve_profile("gpu_small", "allen", "resnet18", {})["n_trials"] == 20
+
+
+def test_bad_settings_give_one_line_errors():
+    for call, word in [(lambda: search.resolve_profile("cpu_small", "demo", "vgg16", {}), "resnet18"),
+                       (lambda: search.resolve_profile("fast", "demo", "resnet18", {}), "paper"),
+                       (lambda: search.resolve_profile("cpu_small", "demo", "resnet18", {"epoch": 3}), "epochs"),
+                       (lambda: search.resolve_profile("cpu_small", "demo", "resnet18", {"pruner": "asha"}), "hyperband")]:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert word in str(err.value) and "\n" not in str(err.value)
+
+
+def test_study_name_pins_data_and_settings_but_not_the_trial_count():
+    run = search.resolve_profile("paper", "allen", "resnet18", {})
+    inputs = {"scalograms.npy": "a" * 64, "splits.csv": "b" * 64}
+    name = search.study_name("allen", "resnet18", run, inputs)
+    assert name.startswith("allen-resnet18-paper-r0-")
+    assert search.study_name("allen", "resnet18", {**run, "n_trials": 80, "device": "cuda:1"}, inputs) == name
+    assert search.study_name("allen", "resnet18", {**run, "n_folds": 5}, inputs) != name
+    assert search.study_name("allen", "resnet18", run, {**inputs, "splits.csv": "c" * 64}) != name
+    assert search.study_name("allen", "resnet18", run, inputs, repeat=1) != name
+
+
+def test_storage_choice(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    spec, asked = search.storage_spec(None, "allen", "resnet18", tmp_path)
+    assert spec == str(tmp_path / "allen" / "models" / "resnet18" / "study.journal") and not asked
+    monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "s.journal"))
+    assert search.storage_spec(None, "allen", "resnet18", tmp_path) == (str(tmp_path / "s.journal"), True)
+    assert isinstance(search.open_storage(tmp_path / "s.journal"), optuna.storages.JournalStorage)
+    assert isinstance(search.open_storage(f"sqlite:///{tmp_path}/s.db"), optuna.storages.RDBStorage)
+    assert search.worker_envs(None, ["0", "1"], trials_per_gpu=2) == [{"CUDA_VISIBLE_DEVICES": g} for g in "0101"]
+    assert search.worker_envs(3, [], 1) == [{"CUDA_VISIBLE_DEVICES": ""}] * 3
+    assert search.parse_param("TRIAL_EPOCHS=2") == ("trial_epochs", 2)
+    assert search.parse_param("PRETRAINED=none") == ("pretrained", "none")
+    assert search.parse_param("IMAGE_SIZE=None") == ("image_size", None)
+    assert search.parse_param("CLASS_WEIGHTS=False") == ("class_weights", False)
+
+
+def test_two_workers_complete_exactly_n_trials(tmp_path):
+    storage, name, n = str(tmp_path / "study.journal"), "two-workers", 7
+    cmds = [worker_cmd(tmp_path, storage, name, n, 0.3, rank) for rank in (0, 1)]
+    code = search.launch_workers(cmds, [{"PYTHONPATH": str(ROOT)}] * 2, name, storage, n, progress=False, poll_s=0.2)
+    assert code == 0
+    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == n
+    runs = [line.split() for line in (tmp_path / "log.txt").read_text().splitlines()]
+    numbers = [r[0] for r in runs]
+    assert len(numbers) == len(set(numbers))  # no trial run twice
+    assert len({r[1] for r in runs}) == 2  # both workers ran trials
+    assert {t.user_attrs["pid"] for t in complete} == {int(r[1]) for r in runs}
+    assert all(t.user_attrs["host"] and t.user_attrs["gpu"] == "cpu" for t in complete)
+
+
+def test_killed_worker_loses_only_its_running_trial(tmp_path):
+    storage, name, n = str(tmp_path / "study.journal"), "crash", 3
+    slow = subprocess.Popen(worker_cmd(tmp_path, storage, name, n, 0.1, "slow"), env=env())
+    log = tmp_path / "log.txt"
+    deadline = time.time() + 60
+    while not (log.exists() and log.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(slow.pid, signal.SIGKILL)  # mid-trial: trial 0 is sleeping
+    slow.wait()
+    subprocess.run(worker_cmd(tmp_path, storage, name, n, 0.1, 1), env=env(), check=True, timeout=120)
+    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == n
+    assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs.get("stale")
+    assert TrialState.RUNNING not in states
+
+
+def test_search_module_loads_without_torch_and_has_help():
+    code = "import sys, sts_utils.search; assert not any(m == 'torch' or m.startswith(('torch.', 'matplotlib')) for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], env=env(), check=True)
+    out = subprocess.run([sys.executable, "-m", "sts_utils.search", "--help"], env=env(), capture_output=True, text=True,
+                         check=True).stdout
+    assert "--n-workers" in out and "--storage" in out
