@@ -32,7 +32,8 @@ F := $(FIGURES_DIR)/$(DATASET)
 OPTIONAL_PARAMS := N_CELLS MAX_CELLS N_JOBS SIGNAL OFFSETS_PA PRE_S POST_S N_TIMES N_SCALES F_MIN_HZ F_MAX_HZ \
 	STORE_TIMES TEST_FRACTION N_REPEATS PROFILE PRETRAINED FREEZE IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY \
 	DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS TRIAL_EPOCHS DEVICE METHODS \
-	IG_STEPS MAX_TEST_CELLS N_BOOT FEATURE_TABLES SPLIT_FILES FEATURE_SET N_ITER N_FI_CELLS
+	IG_STEPS MAX_TEST_CELLS N_BOOT FEATURE_TABLES SPLIT_FILES FEATURE_SET N_ITER N_FI_CELLS TRAIN_SEED PRUNER COMPILE \
+	OPTUNA_STORAGE
 PARAMS = -p DATASET $(DATASET) -p SEED $(SEED) -p DATA_DIR $(DATA_DIR) -p FIGURES_DIR $(FIGURES_DIR) \
 	$(foreach v,$(OPTIONAL_PARAMS),$(if $(filter command line environment environment override,$(origin $(v))),-p $(v) '$($(v))'))
 comma := ,
@@ -42,13 +43,16 @@ BACKBONES_PARAM = -p BACKBONES '[$(subst $(space),$(comma)$(space),$(strip $(BAC
 MODELS = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
 RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
 
-.PHONY: help env paper data scalograms splits train train-all evaluate saliency baseline test test-fast \
+.PHONY: help env paper data scalograms splits train train-all evaluate saliency baseline search readme test test-fast \
 	test-integration lab bench clean clean-all
 
 help:
 	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-07 in order -> figures/<dataset>/"
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency"
+	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook)"
+	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html"
+	@echo "make check-browser         the book and JupyterLab checked in the system Chromium"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
 	@echo "make bench  benchmarks/   make clean [DATASET=...]  (keeps downloaded/simulated raw data)"
 
@@ -128,6 +132,17 @@ $(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testi
 $(F)/deletion_table.csv: notebooks/07_saliency.py $(DEPS_07_saliency) $(P)/07_saliency.json $(F)/results_table.csv | $(STAMP)
 	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM)
 
+# Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
+# in OPTUNA_STORAGE (a journal file path, or an RDB URL such as postgresql://...); the same command on other
+# machines with the same storage adds workers. `make train` then refits from the finished study.
+SEARCH_VARS := IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS \
+	TRIAL_EPOCHS PRETRAINED FREEZE DEVICE TRAIN_SEED PRUNER COMPILE
+SEARCH_PARAMS = $(foreach v,$(SEARCH_VARS),$(if $(filter command line environment environment override,$(origin $(v))),--param $(v)='$($(v))'))
+search: $(D)/splits.csv | $(STAMP)
+	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
+		--seed $(SEED) $(if $(PROFILE),--profile $(PROFILE)) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) \
+		$(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) $(if $(OPTUNA_STORAGE),--storage '$(OPTUNA_STORAGE)') $(SEARCH_PARAMS)
+
 # ---------------------------------------------------------------------------------------------- tools
 test: $(STAMP)
 	$(PY) -m pytest -m "not integration" -q
@@ -154,6 +169,10 @@ book: $(STAMP)
 # the book and JupyterLab checked in the system Chromium (playwright-python; `apt-get install chromium`)
 check-browser: book
 	$(PY) tools/check_browser.py --dataset $(DATASET) --build-dir $(BUILD_DIR)
+
+# README's result tables from figures/<dataset>/results_table.csv (tests/test_report.py fails when they disagree)
+readme: $(STAMP)
+	$(PY) -m sts_utils.report
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

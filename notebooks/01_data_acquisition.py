@@ -58,7 +58,7 @@ page.table(acquisition.cohort_summary(cells), "cohort_summary", "Cells per class
 
 # %%
 checks = acquisition.qc_summary(qc, table, cells)
-page.table(checks["files"], "qc_acquisition", "Acquisition QC: cells per file status")
+page.table(checks["files"], "qc_acquisition", "Acquisition QC")
 if "sweeps" in checks:
     page.table(checks["sweeps"], "qc_sweeps", "Sweeps per QC status (unusable sweeps are skipped)")
 if "flags" in checks:

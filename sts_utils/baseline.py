@@ -25,6 +25,7 @@ from .config import CLASSES, dataset_dir, logger, progress_stream, raw_dir
 from .features import compute_features, load_feature_tables, select_features
 from .io import atomic_path, write_csv_atomic, write_text_atomic
 from .labels import read_paper_split
+from .search import suggest
 from .splits import load_split, n_repeats_of
 from .tables import predictions_frame, read_cells
 
@@ -68,15 +69,13 @@ def prepare_xy(features: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFra
 def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int = 0, n_folds: int = 3,
                     space: dict | None = None, progress: bool = True):
     """Bayesian search (TPE) with stratified CV balanced accuracy; returns the refit model, best params, trials."""
-    from .search import suggest as _suggest
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space or LGBM_SPACE
     n_folds = max(2, min(n_folds, int(np.bincount(y).min())))
     cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
 
     def objective(trial):
-        params = _suggest(trial, space)
+        params = suggest(trial, space)
         return float(cross_val_score(make_lgbm(params, seed), X, y, cv=cv, scoring="balanced_accuracy").mean())
 
     best_params: dict = {}

@@ -12,9 +12,12 @@ notebook runs, its dataset's data folder is locked (:func:`sts_utils.io.data_dir
 Two more modes serve the Makefile:
 
 ``--stamp FILE``
-    writes the notebook's resolved parameters (its defaults with the given ``-p`` values on top) to
-    ``FILE`` only when they differ from what it holds, so ``FILE`` is a make prerequisite that is
-    newer exactly when a parameter changed.
+    a successful run records its resolved parameters (the notebook's defaults with the ``-p`` values
+    on top) and its start time in ``<output folder>/.params/<output stem>.json``. ``--stamp`` sets
+    that file's modification time to the recorded start when the requested parameters equal the
+    recorded ones, and to now when they differ (or nothing is recorded), leaving its content alone:
+    the file is a make prerequisite that is newer than the stage's artifacts exactly when a
+    parameter changed, and a dry run (``make -n``) with other parameters leaves no trace.
 ``--deps``
     prints, for each notebook, the package modules it imports directly or through other modules,
     as make variables (``DEPS_02_scalograms := sts_utils/…``), so stages depend on what they run.
@@ -26,6 +29,7 @@ import ast
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +81,39 @@ def resolved_parameters(source: str | os.PathLike, parameters: dict[str, Any] | 
     return {**declared, **{k: v for k, v in (parameters or {}).items() if k in declared}}
 
 
-def write_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None) -> bool:
-    """Write the resolved parameters to ``stamp`` when they changed; return whether it was written."""
-    text = json.dumps(resolved_parameters(source, parameters), indent=1, sort_keys=True, default=str) + "\n"
+def _canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def stamp_path(output: str | os.PathLike) -> Path:
+    """Where a run writing ``output`` records its parameters: ``<output folder>/.params/<stem>.json``."""
+    output = Path(output)
+    return output.parent / ".params" / f"{output.stem}.json"
+
+
+def record_stamp(stamp: str | os.PathLike, params: dict[str, Any], started: float) -> None:
+    """Record the parameters a successful run used, dated at its start (before any artifact it wrote)."""
     stamp = Path(stamp)
-    if stamp.exists() and stamp.read_text() == text:
-        return False
-    write_text_atomic(stamp, text)
+    write_text_atomic(stamp, json.dumps({"params": json.loads(_canonical(params)), "started": started}, indent=1,
+                                        sort_keys=True) + "\n")
+    os.utime(stamp, (started, started))
+
+
+def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None) -> bool:
+    """Date ``stamp`` at its recorded run when the requested parameters are the recorded ones, else now.
+
+    Returns whether the parameters changed (or none are recorded). The content is never changed here.
+    """
+    stamp = Path(stamp)
+    requested = _canonical(resolved_parameters(source, parameters))
+    if stamp.exists():
+        rec = json.loads(stamp.read_text())
+        if _canonical(rec.get("params")) == requested:
+            os.utime(stamp, (rec["started"], rec["started"]))
+            return False
+        os.utime(stamp)
+        return True
+    write_text_atomic(stamp, json.dumps({"params": None, "started": 0.0}) + "\n")  # nothing known: a run is due
     return True
 
 
@@ -115,6 +145,7 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     failed = output.with_name(output.stem + ".failed.ipynb")
     dataset = parameters.get("DATASET", declared.get("DATASET"))
     lock_dir = dataset_dir(dataset, parameters.get("DATA_DIR")) if dataset in DATASETS else output.parent
+    started = time.time()
     try:
         with data_dir_lock(lock_dir):
             pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
@@ -127,6 +158,7 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
         staged.unlink(missing_ok=True)
     failed.unlink(missing_ok=True)
     os.replace(partial, output)
+    record_stamp(stamp_path(output), {**declared, **parameters}, started)
     return output
 
 
@@ -191,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = {k: parse_value(v) for k, v in args.param}
     if args.stamp:
-        write_stamp(args.source[0], args.stamp, params)
+        check_stamp(args.source[0], args.stamp, params)
         return 0
     if len(args.source) != 2:
         ap.error("give the notebook source and the output path")

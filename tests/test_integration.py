@@ -1,4 +1,4 @@
-"""`make paper` end to end on a tiny demo configuration: outputs, up-to-date skip, partial redo."""
+"""`make paper` end to end on a tiny demo configuration: outputs, up-to-date skip, reruns that rerun."""
 import os
 import subprocess
 
@@ -11,6 +11,8 @@ pytestmark = pytest.mark.integration
 
 TINY = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75",
         "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "TEST_FRACTION=0.25"]
+LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py",
+         "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py"]
 
 
 def make(tmp_path, *args):
@@ -20,8 +22,9 @@ def make(tmp_path, *args):
     return subprocess.run(["make", *args, *dirs, *TINY], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
 
 
-def runner_lines(out: str) -> list[str]:
-    lines = [line.split() for line in out.splitlines() if "sts_utils.runner" in line]
+def planned(out: str) -> list[str]:
+    """Notebooks a `make -n` would execute (parameter-stamp checks are not executions)."""
+    lines = [line.split() for line in out.splitlines() if "sts_utils.runner" in line and "--stamp" not in line]
     return [words[words.index("sts_utils.runner") + 1] for words in lines]
 
 
@@ -34,15 +37,30 @@ def test_make_paper_on_tiny_demo(tmp_path):
     for f in ["confusion_panel.png", "saliency_grid.png", "saliency_deletion.png", "deletion_table.csv",
               "baseline_confusion.png", "baseline_shap_Pvalb.png", "audit.png"]:
         assert (figs / f).exists(), f
-    for nb in ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "07_baseline", "05_testing", "06_saliency"]:
+    notebooks = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "05_baseline",
+                 "06_testing", "07_saliency"]
+    for nb in notebooks:
         assert (tmp_path / "build" / "demo" / f"{nb}.ipynb").exists(), nb
+    # the run order is the numbering
+    order = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("executed ")]
+    assert order == sorted(order), order
     # nothing to redo
-    r = make(tmp_path, "-n", "paper")
-    assert runner_lines(r.stdout) == []
+    assert planned(make(tmp_path, "-n", "paper").stdout) == []
+    # a changed parameter reruns its stage and everything after it; a dry run leaves no trace
+    assert planned(make(tmp_path, "-n", "scalograms", "N_SCALES=128").stdout) == ["notebooks/02_scalograms.py"]
+    assert planned(make(tmp_path, "-n", "paper", "N_SCALES=128").stdout) == ["notebooks/02_scalograms.py", *LATER]
+    assert planned(make(tmp_path, "-n", "paper").stdout) == []
+    # a changed training parameter reruns the training of every backbone and what follows, not the data stages
+    assert planned(make(tmp_path, "-n", "paper", "EPOCHS=3").stdout) == LATER[1:5] + LATER[6:]
     # deleting the baseline predictions redoes the baseline and what depends on it, nothing else
     (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
-    r = make(tmp_path, "-n", "paper")
-    assert runner_lines(r.stdout) == ["notebooks/07_baseline.py", "notebooks/05_testing.py", "notebooks/06_saliency.py"]
+    assert planned(make(tmp_path, "-n", "paper").stdout) == ["notebooks/05_baseline.py", "notebooks/06_testing.py",
+                                                              "notebooks/07_saliency.py"]
+    # a changed raw file reruns acquisition (which re-verifies it) and what depends on it
+    raw = sorted((tmp_path / "data" / "demo" / "raw").glob("sub-*/*.nwb"))[0]
+    os.utime(raw)
+    assert planned(make(tmp_path, "-n", "paper").stdout)[:2] == ["notebooks/01_data_acquisition.py",
+                                                                "notebooks/02_scalograms.py"]
 
 
 def test_two_clean_runs_give_identical_tables(tmp_path):
