@@ -32,7 +32,7 @@ F := $(FIGURES_DIR)/$(DATASET)
 OPTIONAL_PARAMS := N_CELLS MAX_CELLS N_JOBS SIGNAL OFFSETS_PA PRE_S POST_S N_TIMES N_SCALES F_MIN_HZ F_MAX_HZ \
 	STORE_TIMES TEST_FRACTION N_REPEATS PROFILE PRETRAINED FREEZE IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY \
 	DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS TRIAL_EPOCHS DEVICE METHODS \
-	IG_STEPS MAX_TEST_CELLS N_BOOT FEATURE_TABLES SPLIT_FILES FEATURE_SET N_ITER N_FI_CELLS TRAIN_SEED PRUNER COMPILE \
+	IG_STEPS MAX_TEST_CELLS N_BOOT N_RESAMPLES FUSION_FOLDS N_NEW_CELLS FEATURE_TABLES SPLIT_FILES FEATURE_SET N_ITER N_FI_CELLS TRAIN_SEED PRUNER COMPILE \
 	OPTUNA_STORAGE
 PARAMS = -p DATASET $(DATASET) -p SEED $(SEED) -p DATA_DIR $(DATA_DIR) -p FIGURES_DIR $(FIGURES_DIR) \
 	$(foreach v,$(OPTIONAL_PARAMS),$(if $(filter command line environment environment override,$(origin $(v))),-p $(v) '$($(v))'))
@@ -40,15 +40,16 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 BACKBONES_PARAM = -p BACKBONES '[$(subst $(space),$(comma)$(space),$(strip $(BACKBONES)))]'
-MODELS = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
+MODEL_FILES = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
 RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
 
-.PHONY: help env paper data scalograms splits train train-all evaluate saliency baseline search readme test test-fast \
+.PHONY: help env paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test test-fast \
 	test-integration lab bench clean clean-all
 
 help:
-	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-07 in order -> figures/<dataset>/"
-	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency"
+	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-09 in order -> figures/<dataset>/"
+	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells"
+	@echo "make export BACKBONE=...|all   model bundles;   make predict MODELS='...' INPUT=... OUT=...   classify new recordings"
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook)"
 	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html"
@@ -71,24 +72,26 @@ env: $(STAMP)
 # A failed recipe deletes the target it was making, so a half-made stage never looks done.
 .DELETE_ON_ERROR:
 
-paper: data scalograms splits train-all baseline evaluate saliency
+paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
 
 data: $(D)/cells.csv
 scalograms: $(D)/scalograms/index.csv
 splits: $(D)/splits.csv
 train: $(D)/models/$(BACKBONE)/model.pt
-train-all: $(MODELS)
+train-all: $(MODEL_FILES)
 baseline: $(D)/baseline/predictions.csv
 evaluate: $(F)/results_table.csv
 saliency: $(F)/deletion_table.csv
+comparison: $(F)/comparison_table.csv
+new-cells: $(F)/new_cells_summary.csv
 
 # Each stage depends on (1) its notebook, (2) the package files that notebook imports, derived from the
 # imports into $(DEPS_MK), (3) a stamp of its resolved parameters, rewritten only when one changed (the `+`
 # runs it under `make -n` too, so a dry run plans exactly what a real run would do), (4) its inputs.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 DEPS_MK := $(BUILD_DIR)/deps.mk
-STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency
+STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 $(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
 	@mkdir -p $(@D)
@@ -103,8 +106,8 @@ RAW_FILES := $(shell test -d $(D)/raw && find $(D)/raw -type f ! -name verified.
 	! -name demo_files.json ! -name '*.part*' 2>/dev/null)
 
 $(P)/01_data_acquisition.json $(P)/02_scalograms.json $(P)/03_splitting.json $(P)/05_baseline.json \
-$(P)/06_testing.json $(P)/07_saliency.json: FORCE | $(STAMP)
-	$(call STAMP_CMD,$(basename $(notdir $@)),$(if $(filter 06_testing 07_saliency,$(basename $(notdir $@))),$(BACKBONES_PARAM)))
+$(P)/06_testing.json $(P)/07_saliency.json $(P)/08_comparison.json $(P)/09_new_cells.json: FORCE | $(STAMP)
+	$(call STAMP_CMD,$(basename $(notdir $@)),$(if $(filter 06_% 07_% 08_% 09_%,$(basename $(notdir $@))),$(BACKBONES_PARAM)))
 $(P)/04_finetune_%.json: FORCE | $(STAMP)
 	$(call STAMP_CMD,04_finetune,-p BACKBONE $*)
 FORCE:
@@ -126,11 +129,28 @@ $(D)/baseline/predictions.csv: notebooks/05_baseline.py $(DEPS_05_baseline) $(P)
 	$(RUN) $< $(B)/05_baseline.ipynb $(PARAMS)
 
 # the results table has a row per backbone and one for the LightGBM baseline
-$(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testing.json $(MODELS) $(D)/baseline/predictions.csv | $(STAMP)
+$(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testing.json $(MODEL_FILES) $(D)/baseline/predictions.csv | $(STAMP)
 	$(RUN) $< $(B)/06_testing.ipynb $(PARAMS) $(BACKBONES_PARAM)
 
 $(F)/deletion_table.csv: notebooks/07_saliency.py $(DEPS_07_saliency) $(P)/07_saliency.json $(F)/results_table.csv | $(STAMP)
 	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM)
+
+$(F)/comparison_table.csv: notebooks/08_comparison.py $(DEPS_08_comparison) $(P)/08_comparison.json $(F)/results_table.csv | $(STAMP)
+	$(RUN) $< $(B)/08_comparison.ipynb $(PARAMS) $(BACKBONES_PARAM)
+
+$(F)/new_cells_summary.csv: notebooks/09_new_cells.py $(DEPS_09_new_cells) $(P)/09_new_cells.json $(MODEL_FILES) $(D)/cells.csv $(F)/results_table.csv | $(STAMP)
+	$(RUN) $< $(B)/09_new_cells.ipynb $(PARAMS) $(BACKBONES_PARAM)
+
+# Model bundles (state dict, bundle.json, MODEL_CARD.md) and new recordings classified by them
+#   make export DATASET=demo BACKBONE=resnet18|all [OUT=folder]
+#   make predict MODELS='data/demo/bundles/resnet18 ...' INPUT=<file or folder> OUT=<folder> [FIGURES=1]
+export: $(STAMP)
+	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.bundle --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
+		--figures-dir $(FIGURES_DIR) $(if $(OUT),--out $(OUT))
+predict: $(STAMP)
+	$(if $(and $(MODELS),$(INPUT),$(OUT)),,$(error usage: make predict MODELS='<bundle folder> ...' INPUT=<file or folder> OUT=<folder> [FIGURES=1]))
+	$(PY) -m sts_utils.predict --models $(MODELS) --input $(INPUT) --out $(OUT) $(if $(FIGURES),--figures) \
+		$(if $(DEVICE),--device $(DEVICE)) $(if $(N_JOBS),--n-jobs $(N_JOBS))
 
 # Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
 # in OPTUNA_STORAGE (a journal file path, or an RDB URL such as postgresql://...); the same command on other

@@ -41,7 +41,7 @@ import torch
 
 from .config import CLASSES, check_dataset, dataset_dir, figures_dir, logger, require
 from .cwt import TRANSFORM_VERSION
-from .errors import MissingArtifactError, TableError
+from .errors import BundleError, MissingArtifactError, TableError
 from .evaluation import model_dir, predict_test_split
 from .io import file_sha256, package_versions, write_text_atomic
 from .metrics import classification_summary
@@ -57,9 +57,6 @@ PARAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ScalogramParams))
 #: what makes two scalogram settings the same image: the parameters, the transform, the data kind, the window
 _SETTING_KEYS = ("params", "transform_version", "input_kind", "window_s")
 
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used (missing, altered, or made on other scalogram settings)."""
 
 
 def bundles_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -259,6 +256,19 @@ def export_all(dataset: str, data_dir: str | os.PathLike | None = None, out_root
         require(model_dir(dataset, (backbones or ["resnet18"])[0], data_dir) / "model.pt")
     root = Path(out_root) if out_root is not None else bundles_dir(dataset, data_dir)
     return [export_bundle(dataset, b, data_dir, root / b, figures_root, device=device) for b in trained]
+
+
+def bundle_summary(folders: list[str | os.PathLike]) -> pd.DataFrame:
+    """One row per bundle: backbone, dataset, weights, image size, training cells, test balanced accuracy (95 % CI), hash."""
+    rows = []
+    for f in folders:
+        card = read_card(f)
+        m, t, e = card["model"], card["training"], card["test_metrics"]
+        rows.append({"bundle": str(f), "backbone": m["backbone"], "dataset": t["dataset"], "weights": m["weights"],
+                     "image_size": m["image_size"], "training_cells": t["n_train"] + t["n_val"],
+                     "test_balanced_accuracy": e.get("balanced_accuracy", np.nan), "test_ci_low": e.get("ci_low", np.nan),
+                     "test_ci_high": e.get("ci_high", np.nan), "model_pt_sha256": card["model_pt_sha256"][:12]})
+    return pd.DataFrame(rows)
 
 
 def read_card(folder: str | os.PathLike) -> dict:

@@ -32,7 +32,8 @@ PRODUCED_BY: dict[str, tuple[str, str]] = {
     "index.csv": ("02_scalograms", "scalograms"), "splits.csv": ("03_splitting", "splits"),
     "models": ("04_finetune", "train"), "model.pt": ("04_finetune", "train"), "config.json": ("04_finetune", "train"),
     "baseline": ("05_baseline", "baseline"), "predictions.csv": ("06_testing", "evaluate"),
-    "results_table.csv": ("06_testing", "evaluate"),
+    "results_table.csv": ("06_testing", "evaluate"), "deletion_table.csv": ("07_saliency", "saliency"),
+    "bundles": ("09_new_cells", "export"),
 }
 
 logger = logging.getLogger("sts_utils")

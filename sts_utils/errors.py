@@ -35,3 +35,11 @@ class RecordingError(Exception):
 
 class DataDirLocked(RuntimeError):
     """Another run is writing the same data folder."""
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be used (missing, altered, or made on other scalogram settings)."""
+
+
+class PredictError(ValueError):
+    """Input or output that :func:`sts_utils.predict.predict_cells` cannot use (one line naming the file and the fix)."""

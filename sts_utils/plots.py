@@ -370,3 +370,41 @@ def deletion_figure(curves: pd.DataFrame, backbones: list[str], methods: list[st
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------- notebook 08
+
+def paired_differences_figure(paired: pd.DataFrame, title: str = "", alpha: float = 0.05):
+    """Balanced-accuracy difference of each model against each reference, marked where p < ``alpha``."""
+    refs = list(dict.fromkeys(paired["reference"]))
+    fig, axes = plt.subplots(1, len(refs), figsize=(4.6 * len(refs), 0.45 * paired["model"].nunique() + 1.6),
+                             squeeze=False, sharex=True)
+    for ax, ref in zip(axes[0], refs):
+        g = paired[paired.reference == ref].iloc[::-1]
+        colors = ["C3" if p < alpha else "grey" for p in g["p_permutation"]]
+        ax.barh(g["model"], g["difference"], color=colors)
+        if {"ci_low", "ci_high"} <= set(g.columns) and g["ci_low"].notna().any():
+            ax.errorbar(g["mean_diff"], g["model"], xerr=[g["mean_diff"] - g["ci_low"], g["ci_high"] - g["mean_diff"]],
+                        fmt="o", color="k", ms=3, lw=0.8, label="mean over repeats, 95 % CI")
+            ax.legend(fontsize=6)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_title(f"against {ref}", fontsize=9)
+        ax.set_xlabel("balanced accuracy difference (model − reference)")
+    fig.suptitle(f"{title}\nred: paired permutation test p < {alpha}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve_figure(curve: pd.DataFrame, title: str = "", n_classes: int = len(CLASSES)):
+    """Balanced accuracy against the number of training cells, one line per model."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k, (model, g) in enumerate(curve.groupby("model", sort=False)):
+        ax.plot(g["n_train"], g["balanced_accuracy"], "o-", color=f"C{k}", label=model)
+    ax.axhline(1.0 / n_classes, color="grey", lw=0.6, ls=":", label=f"chance ({1 / n_classes:.2f})")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training cells")
+    ax.set_ylabel("test balanced accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

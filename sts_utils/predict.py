@@ -53,16 +53,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from .bundle import BundleError, check_compatible, load_bundle, params_of, read_card, replace_dir
-from .config import CLASSES, logger, progress_stream
+from .config import CLASSES, UNSURE, dataset_dir, logger, progress_stream, require
 from .cwt import scalogram_image
-from .errors import MissingArtifactError, RecordingError, SelectionError, TableError
+from .errors import MissingArtifactError, PredictError, RecordingError, SelectionError, TableError
 from .io import package_versions, write_csv_atomic, write_text_atomic
 from .metrics import balanced_accuracy, bootstrap_ci
 from .models import get_device
 from .recordings import TEETER_EPOCHS_S, scan_recordings
 from .saliency import attribute, paper_style_map
 from .scalograms import ScalogramParams, analysis_window_s, cell_signals
-from .signals import bin_spike_train
+from .tables import read_cells, read_spike_trains, read_sweeps, write_spike_trains
 from .training import predict_proba
 
 RECORDING_SUFFIXES = (".nwb",)
@@ -76,9 +76,6 @@ META_COLUMNS = ("sweep_ch0", "sweep_ch1", "amplitude_ch0_pa", "amplitude_ch1_pa"
 CLASS_COLORS = {"Pvalb": "#d62728", "Sst": "#ff7f0e", "Vip/Lamp5": "#9467bd", "Excitatory": "#1f77b4"}
 WINDOW_TOLERANCE = 0.01  # relative difference of the input's median step (or epoch) from the training window
 
-
-class PredictError(ValueError):
-    """Input or output that :func:`predict_cells` cannot use (one line naming the file and the fix)."""
 
 
 # ------------------------------------------------------------------------------------------ input
@@ -613,6 +610,40 @@ def _write_figures(folder: Path, new: NewCells, images: dict, ok: list[int], mod
 
 # ---------------------------------------------------------------------------- summaries (notebook 08)
 
+def unlabelled_cells(dataset: str, data_dir: str | os.PathLike | None, out_dir: str | os.PathLike
+                     ) -> tuple[Path, pd.DataFrame]:
+    """The cells of ``dataset`` that no model saw because their label is ``Unsure``, as an input for :func:`predict_cells`.
+
+    Spike-time datasets: their rows of ``spike_trains.parquet`` are written to
+    ``<out_dir>/unsure_spike_trains.parquet``. Voltage datasets: their recording files are linked into
+    ``<out_dir>/raw/`` as ``<specimen_id>.nwb`` (symbolic links), so the ids read from the names are theirs.
+
+    Returns
+    -------
+    input_path, cells
+        What to give :func:`predict_cells`, and the ``Unsure`` rows of ``cells.csv`` (``cre_line`` and
+        the other columns, to group the predictions by).
+    """
+    ddir = dataset_dir(dataset, data_dir)
+    cells = read_cells(ddir / "cells.csv")
+    unsure = cells[cells["label"] == UNSURE].reset_index(drop=True)
+    out_dir = Path(out_dir)
+    if (ddir / "spike_trains.parquet").exists():
+        trains = read_spike_trains(ddir / "spike_trains.parquet")
+        path = out_dir / "unsure_spike_trains.parquet"
+        write_spike_trains(trains[trains["specimen_id"].isin(unsure["specimen_id"])], path)
+        return path, unsure
+    sweeps = read_sweeps(require(ddir / "sweeps.csv"))
+    files = sweeps.loc[sweeps["specimen_id"].isin(unsure["specimen_id"]), ["specimen_id", "file"]].drop_duplicates("specimen_id")
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for sid, rel in zip(files["specimen_id"], files["file"]):
+        link = raw / f"{int(sid)}.nwb"
+        if not link.is_symlink():
+            link.symlink_to((ddir / "raw" / rel).resolve())
+    return raw, unsure
+
+
 def class_distribution(predictions: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per group (``by``): cells, predicted, skipped, count and share of each ensemble class, and confidence.
 
@@ -656,7 +687,7 @@ def distribution_figure(predictions: pd.DataFrame, by: str, title: str = ""):
     axes[1].axvline(1 / len(CLASSES), color="grey", lw=0.8, ls=":")
     axes[1].set_yticks(range(len(groups)), groups)
     axes[1].set_xlim(0, 1)
-    axes[1].set_xlabel("ensemble probability of the predicted class (dotted: chance)")
+    axes[1].set_xlabel("ensemble probability of the predicted class (colour: the class; dotted: chance)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -684,7 +715,8 @@ def agreement_table(predictions: pd.DataFrame, truth: pd.Series, results: pd.Dat
     ok = predictions[predictions["status"] == "ok"].copy()
     ok["true"] = ok["specimen_id"].map(truth)
     ok = ok[ok["true"].isin(CLASSES)]
-    models = [c[: -len("_class")] for c in ok.columns if c.endswith("_class") and c != "ensemble_class"] + ["ensemble"]
+    first = f"_p_{CLASSES[0]}"
+    models = [c[: -len(first)] for c in ok.columns if c.endswith(first) and c != f"ensemble{first}"] + ["ensemble"]
     rows = []
     for m in models:
         point, lo, hi = bootstrap_ci(ok["true"], ok[f"{m}_class"], balanced_accuracy, n_boot=n_boot, seed=seed)

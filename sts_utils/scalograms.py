@@ -109,10 +109,13 @@ class ScalogramParams:
         fs = self.n_times / window_s
         f_min = self.f_min_hz if self.f_min_hz is not None else 2.0 / window_s
         f_max = self.f_max_hz if self.f_max_hz is not None else fs / 4.0
+        nyquist = fs / 2
         for name, value in (("F_MIN_HZ", f_min), ("F_MAX_HZ", f_max)):
-            if value > fs / 2:
-                raise ValueError(f"{name}={value:g} Hz exceeds the Nyquist frequency {fs / 2:g} Hz of the signal "
-                                 f"resampled to N_TIMES={self.n_times} over {window_s:g} s")
+            # relative tolerance: 1.0 + 0.1 + 0.1 s is 1.2000000000000002 s in floating point
+            if value >= nyquist * (1 - 1e-9):
+                raise ValueError(f"{name}={value:g} Hz is at or above the Nyquist frequency {nyquist:.6g} Hz of the "
+                                 f"signal resampled to N_TIMES={self.n_times} over {window_s:.6g} s; choose a lower "
+                                 f"{name} or a larger N_TIMES")
         if not f_min < f_max:
             raise ValueError(f"frequencies must ascend: F_MIN_HZ={f_min:g} Hz is not below F_MAX_HZ={f_max:g} Hz")
         return np.geomspace(f_min, f_max, self.n_scales)

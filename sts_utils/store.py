@@ -60,9 +60,31 @@ def write_store(out_dir: Path, index: pd.DataFrame, qc: pd.DataFrame, image: Cal
     write_csv_atomic(index, out_dir / "index.csv")
     write_sidecar(out_dir, params, seed=seed, inputs=inputs, stage="scalograms",
                   extra={**extra, "n_cells": len(ids), "bytes_per_cell": int(np.prod(shape[1:])) * 2,
-                         "store_sha256": file_sha256(store_path)},
+                         "store_sha256": file_sha256(store_path), "index_sha256": file_sha256(out_dir / "index.csv"),
+                         "store_stat": _stat(store_path)},
                   path=out_dir / "params.json")
     return store_path
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def check_consistent(out_dir: Path, meta: dict) -> None:
+    """Refuse a store whose array or index is not the one ``params.json`` (written last) describes.
+
+    A run interrupted while it wrote the store leaves the new array beside the previous index and
+    parameters; loading them together would put one run's images under another's rows. The array is
+    hashed only when its size or modification time differ from the record (a copied folder).
+    """
+    fix = f"run notebook 02 again (make scalograms) to rewrite {out_dir}"
+    store_path, index_path = out_dir / "scalograms.npy", out_dir / "index.csv"
+    if "index_sha256" in meta and file_sha256(index_path) != meta["index_sha256"]:
+        raise ValueError(f"{index_path} is not the index {out_dir / 'params.json'} records; {fix}")
+    if "store_sha256" in meta and meta.get("store_stat") != _stat(store_path) \
+            and file_sha256(store_path) != meta["store_sha256"]:
+        raise ValueError(f"{store_path} is not the array {out_dir / 'params.json'} records (an interrupted run?); {fix}")
 
 
 @dataclass
@@ -80,9 +102,10 @@ class ScalogramStore:
         """Open ``data/<dataset>/scalograms/`` (a missing store names notebook 02 and ``make scalograms``)."""
         d = dataset_dir(dataset, data_dir) / "scalograms"
         require(d / "index.csv")
+        meta = json.loads(require(d / "params.json").read_text())
+        check_consistent(d, meta)
         return cls(images=load_npy(d / "scalograms.npy", mmap=mmap), index=pd.read_csv(d / "index.csv"),
-                   freqs_hz=load_npy(d / "freqs_hz.npy"), times_s=load_npy(d / "times_s.npy"),
-                   params=json.loads((d / "params.json").read_text()))
+                   freqs_hz=load_npy(d / "freqs_hz.npy"), times_s=load_npy(d / "times_s.npy"), params=meta)
 
     def get(self, specimen_id: int) -> np.ndarray:
         """One cell's image as float32 (channels x scales x times)."""

@@ -28,9 +28,16 @@ SPLIT_COLUMNS = ["specimen_id", "split", "repeat"]
 PROBA_COLUMNS = [f"p_{c}" for c in CLASSES]
 
 
-def _line(df: pd.DataFrame, k: int) -> int:
+def _line(k: int) -> int:
     """CSV line of row ``k`` (the header is line 1)."""
     return int(k) + 2
+
+
+def _refuse_first(bad: pd.Series, path: Path, problem) -> None:
+    """One-line ``TableError`` naming the file, the first offending line and ``problem(row index)``."""
+    if bad.any():
+        k = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TableError(f"{path}: line {_line(k)}: {problem(k)}")
 
 
 def _check_columns(df: pd.DataFrame, required: list[str], path: Path, fix: str) -> None:
@@ -41,19 +48,16 @@ def _check_columns(df: pd.DataFrame, required: list[str], path: Path, fix: str) 
 
 def _check_ids(df: pd.DataFrame, path: Path, unique: bool = True) -> pd.DataFrame:
     ids = pd.to_numeric(df["specimen_id"], errors="coerce")
-    bad = ids.isna() | (ids != np.round(ids))
-    if bad.any():
-        k = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TableError(f"{path}: line {_line(df, k)}: specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
+    _refuse_first(ids.isna() | (ids != np.round(ids)), path,
+                  lambda k: f"specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
     df = df.assign(specimen_id=ids.astype("int64"))
     if unique:
-        dup = df["specimen_id"].duplicated(keep="first")
-        if dup.any():
-            k = int(np.flatnonzero(dup.to_numpy())[0])
+        def twice(k: int) -> str:
             sid = int(df["specimen_id"].iloc[k])
             first = int(np.flatnonzero((df["specimen_id"] == sid).to_numpy())[0])
-            raise TableError(f"{path}: line {_line(df, k)}: specimen_id {sid} appears twice (also line {_line(df, first)}); "
-                             "each cell must have one row")
+            return f"specimen_id {sid} appears twice (also line {_line(first)}); each cell must have one row"
+
+        _refuse_first(df["specimen_id"].duplicated(keep="first"), path, twice)
     return df
 
 
@@ -64,10 +68,8 @@ def validate_cells(cells: pd.DataFrame, path: str | os.PathLike = "cells table")
     cells = _check_ids(cells, path)
     known = (*CLASSES, UNSURE)
     unknown = ~cells["label"].isin(known)
-    if unknown.any():
-        k = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise TableError(f"{path}: line {_line(cells, k)}: unknown label {cells['label'].iloc[k]!r} "
-                         f"({int(unknown.sum())} row(s)); use one of {', '.join(known)}")
+    _refuse_first(unknown, path, lambda k: f"unknown label {cells['label'].iloc[k]!r} ({int(unknown.sum())} row(s)); "
+                                           f"use one of {', '.join(known)}")
     return cells
 
 
@@ -121,15 +123,11 @@ def validate_splits(splits: pd.DataFrame, path: str | os.PathLike = "splits tabl
     path = Path(path)
     _check_columns(splits, SPLIT_COLUMNS, path, "rerun notebook 03 (make splits) to rewrite it")
     splits = _check_ids(splits, path, unique=False)
-    bad = ~splits["split"].isin(["train", "test"])
-    if bad.any():
-        k = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TableError(f"{path}: line {_line(splits, k)}: split {splits['split'].iloc[k]!r} is neither 'train' nor 'test'")
-    dup = splits.duplicated(["repeat", "specimen_id"])
-    if dup.any():
-        k = int(np.flatnonzero(dup.to_numpy())[0])
-        raise TableError(f"{path}: line {_line(splits, k)}: specimen {int(splits['specimen_id'].iloc[k])} appears twice "
-                         f"in repeat {int(splits['repeat'].iloc[k])}; rerun notebook 03 (make splits)")
+    _refuse_first(~splits["split"].isin(["train", "test"]), path,
+                  lambda k: f"split {splits['split'].iloc[k]!r} is neither 'train' nor 'test'")
+    _refuse_first(splits.duplicated(["repeat", "specimen_id"]), path,
+                  lambda k: f"specimen {int(splits['specimen_id'].iloc[k])} appears twice in repeat "
+                            f"{int(splits['repeat'].iloc[k])}; rerun notebook 03 (make splits)")
     return splits
 
 

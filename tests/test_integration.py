@@ -10,9 +10,10 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 TINY = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75",
-        "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "TEST_FRACTION=0.25"]
+        "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "N_RESAMPLES=200", "N_NEW_CELLS=2", "TEST_FRACTION=0.25"]
 LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py",
-         "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py"]
+         "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
+         "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
 
 
 def make(tmp_path, *args):
@@ -38,7 +39,7 @@ def test_make_paper_on_tiny_demo(tmp_path):
               "baseline_confusion.png", "baseline_shap_Pvalb.png", "audit.png"]:
         assert (figs / f).exists(), f
     notebooks = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "05_baseline",
-                 "06_testing", "07_saliency"]
+                 "06_testing", "07_saliency", "08_comparison", "09_new_cells"]
     for nb in notebooks:
         assert (tmp_path / "build" / "demo" / f"{nb}.ipynb").exists(), nb
     # the run order is the numbering
@@ -55,7 +56,8 @@ def test_make_paper_on_tiny_demo(tmp_path):
     # deleting the baseline predictions redoes the baseline and what depends on it, nothing else
     (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
     assert planned(make(tmp_path, "-n", "paper").stdout) == ["notebooks/05_baseline.py", "notebooks/06_testing.py",
-                                                              "notebooks/07_saliency.py"]
+                                                              "notebooks/07_saliency.py", "notebooks/08_comparison.py",
+                                                              "notebooks/09_new_cells.py"]
     # a changed raw file reruns acquisition (which re-verifies it) and what depends on it
     raw = sorted((tmp_path / "data" / "demo" / "raw").glob("sub-*/*.nwb"))[0]
     os.utime(raw)

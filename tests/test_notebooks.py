@@ -9,8 +9,9 @@ from sts_utils.runner import execute_notebook
 from tests.conftest import ROOT
 
 TINY = {"N_CELLS": 3, "N_FI_CELLS": 2, "EPOCHS": 2, "N_TRIALS": 1, "N_FOLDS": 2, "TRIAL_EPOCHS": 1, "IMAGE_SIZE": 75,
-        "N_ITER": 2, "IG_STEPS": 2, "N_BOOT": 20, "BACKBONES": ["resnet18"], "TEST_FRACTION": 0.25}
-ORDER = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune", "05_baseline", "06_testing", "07_saliency"]
+        "N_ITER": 2, "IG_STEPS": 2, "N_BOOT": 20, "N_RESAMPLES": 200, "N_NEW_CELLS": 2, "BACKBONES": ["resnet18"], "TEST_FRACTION": 0.25}
+ORDER = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune", "05_baseline", "06_testing", "07_saliency",
+         "08_comparison", "09_new_cells"]
 
 
 def outputs(nb, kind: str) -> list:
@@ -38,7 +39,8 @@ def test_every_notebook_runs_in_numeric_order_and_shows_its_figures(tmp_path):
     assert table.balanced_accuracy.between(0, 1).all()
     for f in ["example_traces.png", "fi_curves.png", "sweep_to_scalogram.png", "scalograms_class_means.png",
               "split_counts.png", "training_resnet18.png", "confusion_panel.png", "saliency_examples.png",
-              "deletion_table.csv", "baseline_importance.csv", "audit_table.csv"]:
+              "deletion_table.csv", "baseline_importance.csv", "audit_table.csv", "comparison_paired.png",
+              "learning_curve.png"]:
         assert (figs / "demo" / f).exists(), f
     assert "[SIMULATED demo cohort]" in (figs / "demo" / "results_table.md").read_text()
 
