@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sts_utils import config
 from sts_utils.models import build_model
 from sts_utils.store import ScalogramStore
 from sts_utils.training import as_tensor, encode_labels

@@ -41,7 +41,7 @@ from .splits import load_split, n_repeats_of
 from .stats import learning_curve_subsets, paired_comparison_table, paired_permutation_test
 from .store import ScalogramStore
 from .tables import predictions_frame, read_spike_trains
-from .training import TrainConfig, as_tensor, encode_labels, fit, predict_proba, train_val_split
+from .training import TrainConfig, as_tensor, fit, predict_proba, train_val_split
 from .fusion import fit_fusion
 
 SAME_INPUT = "lightgbm_same_input"

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .bundle import BundleError, check_compatible, load_bundle, params_of, read_card, replace_dir
+from .bundle import BundleError, check_compatible, load_bundle, read_card, replace_dir
 from .config import CLASSES, UNSURE, dataset_dir, logger, progress_stream, require
 from .cwt import scalogram_image
 from .errors import MissingArtifactError, PredictError, RecordingError, SelectionError, TableError

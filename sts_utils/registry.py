@@ -20,7 +20,6 @@ error naming the files, the cache folder and their URLs.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import sys
@@ -144,10 +145,12 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     partial = output.with_name(output.stem + ".part.ipynb")
     failed = output.with_name(output.stem + ".failed.ipynb")
     dataset = parameters.get("DATASET", declared.get("DATASET"))
-    lock_dir = dataset_dir(dataset, parameters.get("DATA_DIR")) if dataset in DATASETS else output.parent
+    # a stage page (it declares DATASET and DATA_DIR) holds its data folder's lock for the whole run
+    lock = data_dir_lock(dataset_dir(dataset, parameters.get("DATA_DIR"))) \
+        if dataset in DATASETS and "DATA_DIR" in declared else contextlib.nullcontext()
     started = time.time()
     try:
-        with data_dir_lock(lock_dir):
+        with lock:
             pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
                                 cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False)
     except BaseException:

@@ -7,7 +7,6 @@ the models are compared on exactly the same cells.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 
 from .config import CLASSES, dataset_dir, require
 from .io import data_dir_lock, write_csv_atomic, write_sidecar
+from .stats import stratified_kfold_splits
 from .tables import read_cells, read_splits, validate_splits
 
 
@@ -59,11 +59,15 @@ def paper_splits(cells: pd.DataFrame, paper_split: pd.DataFrame) -> tuple[pd.Dat
 
 
 def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fraction: float = 0.2, n_repeats: int = 1,
-                seed: int = 0) -> dict:
+                seed: int = 0, mode: str = "holdout") -> dict:
     """Write ``splits.csv`` for the cells that have a scalogram (labels from ``cells.csv``).
 
-    For ``allen`` the paper's split (column ``split`` of ``cells.csv``) is used as published.
+    ``mode="holdout"``: ``n_repeats`` seeded stratified splits with ``test_fraction`` of the cells for testing;
+    ``mode="kfold"``: ``n_repeats`` stratified folds, every cell tested once (``repeat`` = fold). For ``allen``
+    the paper's split (column ``split`` of ``cells.csv``) is used as published.
     """
+    if mode not in ("holdout", "kfold"):
+        raise ValueError(f"SPLIT_MODE must be 'holdout' or 'kfold', got {mode!r}")
     ddir = dataset_dir(dataset, data_dir)
     index = pd.read_csv(require(ddir / "scalograms" / "index.csv"))
     cells = read_cells(ddir / "cells.csv")
@@ -71,12 +75,14 @@ def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fr
     coverage = None
     if "split" in cells.columns and cells["split"].notna().any():
         splits, coverage = paper_splits(usable, cells[["specimen_id", "split"]].dropna())
+    elif mode == "kfold":
+        splits = stratified_kfold_splits(usable[["specimen_id", "label"]], n_folds=n_repeats, seed=seed)
     else:
         splits = stratified_splits(usable[["specimen_id", "label"]], test_fraction, n_repeats, seed)
     validate_splits(splits, ddir / "splits.csv")  # checked before anything is written
     with data_dir_lock(ddir):
         path = write_csv_atomic(splits, ddir / "splits.csv")
-    write_sidecar(path, {"dataset": dataset, "test_fraction": test_fraction, "n_repeats": n_repeats,
+    write_sidecar(path, {"dataset": dataset, "test_fraction": test_fraction, "n_repeats": n_repeats, "mode": mode,
                          "source": "paper" if coverage else "stratified"},
                   seed=seed, inputs={"index.csv": ddir / "scalograms" / "index.csv", "cells.csv": ddir / "cells.csv"},
                   stage="splitting", extra={"coverage": coverage})

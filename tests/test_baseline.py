@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 
 from sts_utils import baseline, features
-from sts_utils.config import CLASSES
 
 
 def planted(n=240, seed=0):

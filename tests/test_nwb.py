@@ -4,7 +4,6 @@ import warnings
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 
 from sts_utils.errors import RecordingError

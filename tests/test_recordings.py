@@ -1,5 +1,4 @@
 """Acquisition: labels, the real teeter2018 files, the paper's labels and split, offline behaviour."""
-import json
 
 import numpy as np
 import pandas as pd

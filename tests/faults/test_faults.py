@@ -25,7 +25,7 @@ from sts_utils import acquisition, cwt, registry
 from sts_utils import store as store_module
 from sts_utils import scalograms as sc
 from sts_utils.errors import DataDirLocked, DataNotAvailableError, TableError
-from sts_utils.io import LOCK_ENV, data_dir_lock
+from sts_utils.io import LOCK_ENV
 from sts_utils.scalograms import ScalogramParams, compute_scalograms
 from sts_utils.splits import make_splits
 from sts_utils.store import ScalogramStore
