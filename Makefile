@@ -110,6 +110,8 @@ $(P)/06_testing.json $(P)/07_saliency.json $(P)/08_comparison.json $(P)/09_new_c
 	$(call STAMP_CMD,$(basename $(notdir $@)),$(if $(filter 06_% 07_% 08_% 09_%,$(basename $(notdir $@))),$(BACKBONES_PARAM)))
 $(P)/04_finetune_%.json: FORCE | $(STAMP)
 	$(call STAMP_CMD,04_finetune,-p BACKBONE $*)
+# made by a pattern rule, so make would take them for intermediate files and delete them after a run
+.PRECIOUS: $(P)/04_finetune_%.json
 FORCE:
 .PHONY: FORCE
 

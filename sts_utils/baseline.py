@@ -144,8 +144,11 @@ def feature_table(dataset: str, data_dir: str | os.PathLike | None = None, featu
         table = load_feature_tables(feature_tables, feature_set)
         write_csv_atomic(table, ddir / "features.csv")
         return table, "published tables: " + ", ".join(str(p) for p in feature_tables), None
-    computed, qc = compute_features(dataset, data_dir, n_jobs=n_jobs, seed=seed)
-    return select_features([computed], feature_set), "ipfx LongSquareAnalysis on the recordings", qc
+    _, qc = compute_features(dataset, data_dir, n_jobs=n_jobs, seed=seed)
+    # the table as stored: CSV does not round-trip every float's last bit, and the model must be the one a
+    # rerun from features.csv (or the audit, which reads the stored table) would see
+    stored = pd.read_csv(ddir / "features.csv")
+    return select_features([stored], feature_set), "ipfx LongSquareAnalysis on the recordings", qc
 
 
 def run_baseline(dataset: str, data_dir: str | os.PathLike | None = None, feature_tables: list[str] | None = None,
