@@ -52,7 +52,7 @@ def test_make_paper_on_tiny_demo(tmp_path):
     assert planned(make(tmp_path, "-n", "paper", "N_SCALES=128").stdout) == ["notebooks/02_scalograms.py", *LATER]
     assert planned(make(tmp_path, "-n", "paper").stdout) == []
     # a changed training parameter reruns the training of every backbone and what follows, not the data stages
-    assert planned(make(tmp_path, "-n", "paper", "EPOCHS=3").stdout) == LATER[1:5] + LATER[6:]
+    assert planned(make(tmp_path, "-n", "paper", "PATIENCE=4").stdout) == LATER[1:5] + LATER[6:]
     # deleting the baseline predictions redoes the baseline and what depends on it, nothing else
     (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
     assert planned(make(tmp_path, "-n", "paper").stdout) == ["notebooks/05_baseline.py", "notebooks/06_testing.py",
