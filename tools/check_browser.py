@@ -256,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    out = Path(args.build_dir) / args.dataset / "browser"
+    out = (Path(args.build_dir) / args.dataset / "browser").resolve()
     out.mkdir(parents=True, exist_ok=True)
     shots = None if args.no_screenshots else out
-    book = Path(args.book) if args.book else Path(args.build_dir) / args.dataset / "book"
+    book = (Path(args.book) if args.book else Path(args.build_dir) / args.dataset / "book").resolve()
     timeout_ms = int(args.timeout * 1000)
     try:
         with sync_playwright() as p:
