@@ -42,10 +42,10 @@ import torch
 from .config import CLASSES, check_dataset, dataset_dir, figures_dir, logger, require
 from .cwt import TRANSFORM_VERSION
 from .errors import BundleError, MissingArtifactError, TableError
-from .evaluation import model_dir, predict_test_split
+from .evaluation import predict_test_split
 from .io import file_sha256, package_versions, write_text_atomic
 from .metrics import classification_summary
-from .models import BACKBONES, ScalogramClassifier, build_model, check_backbone, get_device
+from .models import BACKBONES, ScalogramClassifier, build_model, check_backbone, get_device, model_dir
 from .scalograms import ScalogramParams
 from .splits import load_split
 

@@ -33,9 +33,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from .baseline import make_lgbm, prepare_xy, search_lightgbm
 from .config import CLASSES, dataset_dir, require
-from .evaluation import model_dir
 from .metrics import balanced_accuracy, bootstrap_ci
-from .models import get_device, load_checkpoint
+from .models import get_device, load_checkpoint, model_dir
 from .spike_train_features import spike_train_feature_table
 from .splits import load_split, n_repeats_of
 from .stats import learning_curve_subsets, paired_comparison_table, paired_permutation_test

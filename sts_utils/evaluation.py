@@ -17,17 +17,11 @@ import pandas as pd
 from .config import CLASSES, dataset_dir, figures_dir, require, simulated_tag
 from .io import write_csv_atomic, write_table
 from .metrics import balanced_accuracy, classification_summary
-from .models import get_device, load_checkpoint
+from .models import get_device, load_checkpoint, model_dir
 from .splits import load_split, n_repeats_of
 from .store import ScalogramStore
 from .tables import predictions_frame
 from .training import predict_proba
-
-def model_dir(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> Path:
-    """``data/<dataset>/models/<backbone>/`` (``repeat_<k>/`` below it for repeats after the first)."""
-    root = dataset_dir(dataset, data_dir) / "models" / backbone
-    return root if repeat == 0 else root / f"repeat_{repeat}"
-
 
 def predict_test_split(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0,
                        device: str | None = None) -> tuple[pd.DataFrame, dict]:

@@ -28,7 +28,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CLASSES, logger, offline, require
+from .config import CLASSES, dataset_dir, logger, offline, require
 from .io import atomic_path, write_text_atomic
 
 BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
@@ -223,6 +223,12 @@ def save_checkpoint(model: ScalogramClassifier, config: dict, out_dir: str | os.
     with atomic_path(out_dir / name) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return out_dir / name
+
+
+def model_dir(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> Path:
+    """``data/<dataset>/models/<backbone>/`` (``repeat_<k>/`` below it for repeats after the first)."""
+    root = dataset_dir(dataset, data_dir) / "models" / backbone
+    return root if repeat == 0 else root / f"repeat_{repeat}"
 
 
 def load_checkpoint(out_dir: str | os.PathLike, device: str | torch.device = "cpu", name: str = "model.pt"

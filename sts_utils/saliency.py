@@ -26,7 +26,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Sal
 
 from .config import CLASSES, dataset_dir, require
 from .metrics import balanced_accuracy
-from .models import get_device, last_conv_block, load_checkpoint
+from .models import get_device, last_conv_block, load_checkpoint, model_dir
 from .store import ScalogramStore
 from .training import predict_proba
 
@@ -205,10 +205,10 @@ def explain_backbones(dataset: str, backbones: list[str], data_dir: str | os.Pat
     predictions = pd.read_csv(require(ddir / "predictions.csv"))
     stim_end_s = float(store.times_s[-1] - store.params["params"]["post_s"])
     dev = get_device(device)
-    result = SaliencyResult(backbones=[b for b in backbones if (ddir / "models" / b / "model.pt").exists()])
+    result = SaliencyResult(backbones=[b for b in backbones if (model_dir(dataset, b, data_dir) / "model.pt").exists()])
     curves, readings = [], []
     for backbone in result.backbones:
-        model, _ = load_checkpoint(ddir / "models" / backbone, dev)
+        model, _ = load_checkpoint(model_dir(dataset, backbone, data_dir), dev)
         pred = predictions[(predictions.model == backbone) & (predictions.repeat == 0)].sort_values("specimen_id")
         pred = pred.merge(store.index[["specimen_id", "row"]], on="specimen_id").head(max_test_cells)
         x = np.asarray(store.images[pred["row"].to_numpy()], dtype=np.float32)

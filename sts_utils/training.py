@@ -48,7 +48,7 @@ from . import search
 from .config import CLASSES, dataset_dir, logger, progress_stream, seed_everything
 from .io import file_sha256, write_csv_atomic
 from .metrics import balanced_accuracy
-from .models import build_model, check_backbone, get_device, save_checkpoint
+from .models import build_model, check_backbone, get_device, model_dir, save_checkpoint
 from .splits import load_split
 from .store import ScalogramStore
 
@@ -502,7 +502,7 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
         rule = "early_stopping"
         tr, va = train_val_split(y, cfg.val_fraction, cfg.seed)
         model, history, info = fit(x[tr], y[tr], x[va], y[va], cfg, progress=progress, desc=f"refit {backbone}")
-    out = ddir / "models" / backbone / ("" if repeat == 0 else f"repeat_{repeat}")
+    out = model_dir(dataset, backbone, data_dir, repeat)
     config = {
         "dataset": dataset, "backbone": backbone, "repeat": repeat, "profile": profile, "train": asdict(cfg), "search": {
             "n_trials": n_trials, "n_folds": n_folds, "trial_epochs": trial_epochs, "best_params": best,
