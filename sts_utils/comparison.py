@@ -126,7 +126,7 @@ def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLi
     fusion = predictions_frame(ids_te, [CLASSES[i] for i in yte], fused, FUSION, 0)
     all_predictions = pd.concat([predictions, same, fusion], ignore_index=True)
 
-    paired = paired_table(all_predictions, best_cnn, n_resamples, seed)
+    paired = paired_table(all_predictions, best_cnn, n_train=len(ytr), n_resamples=n_resamples, seed=seed)
     curve = learning_curve(store, cfg, best_cnn, best_params, Xtr, ytr, ids_tr, Xte, yte, ids_te, fractions, seed)
     summary = summary_table(all_predictions, seed)
     return ComparisonResult(all_predictions, paired, curve, summary, description, best_cnn,
@@ -146,12 +146,14 @@ def summary_table(predictions: pd.DataFrame, seed: int = 0, n_boot: int = 1000) 
     return pd.DataFrame(rows)
 
 
-def paired_table(predictions: pd.DataFrame, best_cnn: str, n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
+def paired_table(predictions: pd.DataFrame, best_cnn: str, n_train: float, n_resamples: int = 10000,
+                 seed: int = 0) -> pd.DataFrame:
     """Every model against the same-input baseline and against the best model, on the test cells both scored.
 
     Columns: ``model``, ``reference``, ``difference`` (balanced accuracy, model - reference, repeat 0),
     ``p_permutation`` (paired permutation test over cells), and with several repeats ``mean_diff``,
-    ``ci_low``, ``ci_high``, ``p_corrected_t`` (corrected resampled t-test over repeats).
+    ``ci_low``, ``ci_high``, ``p_corrected_t`` (corrected resampled t-test over repeats, with ``n_train``
+    training cells per repeat).
     """
     first = predictions[predictions.repeat == 0]
     scores = {m: balanced_accuracy(g["true"], g["pred"]) for m, g in first.groupby("model")}
@@ -173,7 +175,6 @@ def paired_table(predictions: pd.DataFrame, best_cnn: str, n_resamples: int = 10
         fold = pd.DataFrame([{"model": m, "repeat": r, "balanced_accuracy": balanced_accuracy(g["true"], g["pred"])}
                              for (m, r), g in predictions[predictions.model.isin(several)].groupby(["model", "repeat"])])
         n_test = float(first.groupby("model").size().median())
-        n_train = 4 * n_test  # TEST_FRACTION 0.2, or 5-fold: four training cells per test cell
         tests = [paired_comparison_table(fold, ref, n_train, n_test) for ref in table["reference"].unique() if ref in several]
         if tests:
             t = pd.concat(tests, ignore_index=True).rename(columns={"p_value": "p_corrected_t"})
