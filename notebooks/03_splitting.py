@@ -16,9 +16,10 @@
 # # 03 — Splitting
 #
 # The paper's split where the dataset has one (`allen`), otherwise a seeded stratified split of the
-# cells that have a scalogram, `TEST_FRACTION` of them for testing, optionally `N_REPEATS` times for
-# mean ± sd results; or, with `SPLIT_MODE = "kfold"`, `N_REPEATS` stratified folds in which every cell is
-# tested once. Every model (CNNs and the LightGBM baseline) reads the same `splits.csv`.
+# cells that have a scalogram: with `SPLIT_MODE = "kfold"` (the default for real datasets), `N_REPEATS`
+# stratified folds (5) in which every cell is tested once, so every result is a mean ± sd over folds;
+# with `"holdout"` (the default for the simulated demo), `TEST_FRACTION` of the cells for testing,
+# optionally `N_REPEATS` times. Every model (CNNs and the LightGBM baseline) reads the same `splits.csv`.
 
 # %% tags=["parameters"]
 DATASET = "demo"
@@ -26,8 +27,8 @@ SEED = 0
 DATA_DIR = None
 FIGURES_DIR = None
 TEST_FRACTION = 0.2
-N_REPEATS = 1            # repeated splits, or folds with SPLIT_MODE "kfold" (e.g. 5)
-SPLIT_MODE = "holdout"   # "holdout" or "kfold"
+SPLIT_MODE = None        # None: "kfold" for real datasets, "holdout" for demo
+N_REPEATS = None         # None: 5 folds for "kfold", 1 split for "holdout"
 
 # %%
 from sts_utils import plots, splits
@@ -40,5 +41,4 @@ if result["coverage"]:
 counts = result["counts"]
 page.table(counts, "split_counts", "Cells per class and split (repeat 0)")
 page.figure(plots.counts_figure(counts, f"Cells per class and split{page.tag}"), "split_counts.png")
-page.say(f"{int(counts['train'].sum())} training and {int(counts['test'].sum())} test cells; "
-         f"{result['splits']['repeat'].nunique()} repeat(s), no cell in both splits of a repeat.")
+page.say(splits.split_reading(result))

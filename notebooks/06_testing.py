@@ -51,25 +51,29 @@ if missing:
 table = evaluation.results_table(predictions, info, seed=SEED, n_boot=N_BOOT)
 evaluation.write_results_table(DATASET, table, FIGURES_DIR, n_boot=N_BOOT)
 page.show(table[["model", "balanced_accuracy", "ci_low", "ci_high", "bacc_mean_over_repeats", "bacc_sd_over_repeats",
-                 *[f"recall_{c}" for c in CLASSES], "weights", "image_size"]])
+                 "scored_on", *[f"recall_{c}" for c in CLASSES], "weights", "image_size"]])
 best = table.sort_values("balanced_accuracy", ascending=False).iloc[0]
 page.say(f"Best on `{DATASET}`{page.tag}: **{best.model}**, balanced accuracy {best.balanced_accuracy:.3f} "
-         f"(95 % CI {best.ci_low:.3f}–{best.ci_high:.3f}, {int(best.test_cells)} test cells); "
+         f"(95 % CI {best.ci_low:.3f}–{best.ci_high:.3f}, {int(best.test_cells)} test cells, {best.scored_on}"
+         + (f"; {best.bacc_mean_over_repeats:.3f} ± {best.bacc_sd_over_repeats:.3f} over {best.n_repeats} repeats"
+            if best.n_repeats > 1 else "") + "); "
          + "; ".join(f"{r.model} {r.balanced_accuracy:.3f}" for r in table.itertuples() if r.model != best.model) + ".")
 
 # %% [markdown]
 # ## Confusion matrices
-# Rows: true class (normalised per row), annotated with counts; repeat 0.
+# Rows: true class (normalised per row), annotated with counts; on the test cells the results table
+# scores (k folds pooled, every cell once; else repeat 0).
 
 # %%
 models = list(predictions["model"].unique())
-first = predictions[predictions.repeat == predictions.repeat.min()]
+first = pd.concat([metrics.headline_predictions(g)[0] for _, g in predictions.groupby("model", sort=False)])
+scored_on = metrics.headline_predictions(predictions[predictions.model == models[0]])[1]
 titles = {m: f"{m}: bal. acc. {metrics.balanced_accuracy(first[first.model == m]['true'], first[first.model == m]['pred']):.2f}"
           for m in models}
 for m in models:
     p = first[first.model == m]
     plots.save(plots.confusion_figure(p["true"], p["pred"], f"{m} on {DATASET}{page.tag}"), page.figures / f"confusion_{m}.png")
-page.figure(plots.confusion_panel_figure(predictions, titles, f"Test confusion matrices on {DATASET}{page.tag}"),
+page.figure(plots.confusion_panel_figure(first, titles, f"Test confusion matrices on {DATASET}{page.tag} ({scored_on})"),
             "confusion_panel.png")
 
 # %% [markdown]
@@ -78,7 +82,7 @@ page.figure(plots.confusion_panel_figure(predictions, titles, f"Test confusion m
 # %%
 per_class = pd.concat([metrics.per_class_report(first[first.model == m]["true"], first[first.model == m]["pred"]).assign(model=m)
                        for m in models], ignore_index=True)
-page.table(per_class, "per_class_report", "Per-class precision, recall, F1 (test, repeat 0)",
+page.table(per_class, "per_class_report", f"Per-class precision, recall, F1 (test, {scored_on})",
            columns=["model", "class", "precision", "recall", "f1", "support"])
 
 # %% [markdown]

@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from .baseline import make_lgbm, prepare_xy, search_lightgbm
 from .config import CLASSES, dataset_dir, require
-from .metrics import balanced_accuracy, bootstrap_ci
+from .metrics import balanced_accuracy, bootstrap_ci, headline_predictions
 from .models import get_device, load_checkpoint, model_dir
 from .spike_train_features import spike_train_feature_table
 from .splits import load_split, n_repeats_of
@@ -95,8 +95,8 @@ def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLi
     features, description = same_input_features(dataset, data_dir)
     store = ScalogramStore.load(dataset, data_dir)
     cnns = [b for b in backbones if b in set(predictions.model)]
-    first = predictions[predictions.repeat == 0]
-    best_cnn = max(cnns, key=lambda b: balanced_accuracy(first[first.model == b]["true"], first[first.model == b]["pred"]))
+    scored = {b: headline_predictions(predictions[predictions.model == b])[0] for b in cnns}
+    best_cnn = max(cnns, key=lambda b: balanced_accuracy(scored[b]["true"], scored[b]["pred"]))
     frames, fits = [], {}
     for repeat in range(n_repeats_of(dataset, data_dir)):
         split = load_split(dataset, data_dir, repeat)
@@ -134,15 +134,16 @@ def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLi
 
 
 def summary_table(predictions: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per model: balanced accuracy on repeat 0 with its CI, and mean ± sd over repeats."""
+    """One row per model: balanced accuracy with its CI (k folds pooled, else repeat 0: ``scored_on``), and
+    mean ± sd over repeats."""
     rows = []
     for model, g in predictions.groupby("model", sort=False):
-        first = g[g.repeat == g.repeat.min()]
+        first, scored_on = headline_predictions(g)
         point, lo, hi = bootstrap_ci(first["true"], first["pred"], n_boot=n_boot, seed=seed)
         per = [balanced_accuracy(r["true"], r["pred"]) for _, r in g.groupby("repeat")]
         rows.append({"model": model, "balanced_accuracy": point, "ci_low": lo, "ci_high": hi,
                      "mean_over_repeats": float(np.mean(per)), "sd_over_repeats": float(np.std(per)),
-                     "n_repeats": len(per), "test_cells": len(first)})
+                     "n_repeats": len(per), "scored_on": scored_on, "test_cells": len(first)})
     return pd.DataFrame(rows)
 
 
@@ -150,12 +151,13 @@ def paired_table(predictions: pd.DataFrame, best_cnn: str, n_train: float, n_res
                  seed: int = 0) -> pd.DataFrame:
     """Every model against the same-input baseline and against the best model, on the test cells both scored.
 
-    Columns: ``model``, ``reference``, ``difference`` (balanced accuracy, model - reference, repeat 0),
-    ``p_permutation`` (paired permutation test over cells), and with several repeats ``mean_diff``,
+    Columns: ``model``, ``reference``, ``difference`` (balanced accuracy, model - reference, on the cells
+    both scored: k folds pooled, else repeat 0), ``p_permutation`` (paired permutation test over those
+    cells), and with several repeats ``mean_diff``,
     ``ci_low``, ``ci_high``, ``p_corrected_t`` (corrected resampled t-test over repeats, with ``n_train``
     training cells per repeat).
     """
-    first = predictions[predictions.repeat == 0]
+    first = pd.concat([headline_predictions(g)[0] for _, g in predictions.groupby("model", sort=False)])
     scores = {m: balanced_accuracy(g["true"], g["pred"]) for m, g in first.groupby("model")}
     best = max(scores, key=scores.get)
     rows = []
@@ -174,7 +176,7 @@ def paired_table(predictions: pd.DataFrame, best_cnn: str, n_train: float, n_res
     if len(several) > 1:
         fold = pd.DataFrame([{"model": m, "repeat": r, "balanced_accuracy": balanced_accuracy(g["true"], g["pred"])}
                              for (m, r), g in predictions[predictions.model.isin(several)].groupby(["model", "repeat"])])
-        n_test = float(first.groupby("model").size().median())
+        n_test = float(predictions[predictions.repeat == 0].groupby("model").size().median())
         tests = [paired_comparison_table(fold, ref, n_train, n_test) for ref in table["reference"].unique() if ref in several]
         if tests:
             t = pd.concat(tests, ignore_index=True).rename(columns={"p_value": "p_corrected_t"})
@@ -204,20 +206,43 @@ def learning_curve(store: ScalogramStore, cfg: TrainConfig, backbone: str, lgbm_
     return pd.DataFrame(rows)
 
 
+def _p_text(p: float, n_resamples: int | None = None) -> str:
+    """A p-value as text; a permutation p of 0 is reported as below the test's resolution."""
+    if p == 0 or (n_resamples and p < 1 / n_resamples):
+        return f"p < {1 / n_resamples:.0e}" if n_resamples else "p < 0.001"
+    return f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
+
+
 def comparison_reading(result: ComparisonResult, alpha: float = 0.05) -> str:
-    """Markdown: what the paired tests and the learning curve say, from their numbers."""
+    """Markdown: what the paired tests and the learning curve say, from their numbers.
+
+    With several folds (or repeats) the verdict follows the corrected resampled t-test, which accounts for
+    the folds' overlapping training sets; the permutation test over cells (which holds the trained models
+    fixed) is given beside it. With one split the permutation test decides.
+    """
     lines = []
     vs_same = result.paired[result.paired.reference == SAME_INPUT]
     for r in vs_same.itertuples():
         verdict = "beats" if r.difference > 0 else "trails"
-        sig = "beyond chance" if r.p_permutation < alpha else "not beyond chance"
-        lines.append(f"- **{r.model}** {verdict} the same-input features by {abs(r.difference):.3f} balanced accuracy "
-                     f"(paired permutation p = {r.p_permutation:.3f}, {r.n_cells} test cells): {sig}.")
+        corrected = getattr(r, "p_corrected_t", float("nan"))
+        perm = f"paired permutation {_p_text(r.p_permutation)} over {r.n_cells} test cells"
+        if pd.notna(corrected):
+            sig = "beyond chance" if corrected < alpha else "not beyond chance"
+            lines.append(f"- **{r.model}** {verdict} the same-input features by {abs(r.difference):.3f} balanced accuracy "
+                         f"(corrected resampled t-test over {int(r.n_folds)} folds {_p_text(corrected)}, "
+                         f"mean difference {r.mean_diff:+.3f}, 95 % CI {r.ci_low:+.3f} to {r.ci_high:+.3f}; {perm}): {sig}.")
+        else:
+            sig = "beyond chance" if r.p_permutation < alpha else "not beyond chance"
+            lines.append(f"- **{r.model}** {verdict} the same-input features by {abs(r.difference):.3f} balanced accuracy "
+                         f"({perm}; one split, so no fold-level test): {sig}.")
     curve = result.learning_curve.pivot(index="fraction", columns="model", values="balanced_accuracy")
     if len(curve) > 1 and result.best_cnn in curve and SAME_INPUT in curve:
         gap = curve[SAME_INPUT] - curve[result.best_cnn]
-        lines.append(f"- Learning curve: the feature model leads {result.best_cnn} by {gap.iloc[0]:+.3f} at "
-                     f"{curve.index[0]:.0%} of the training cells and by {gap.iloc[-1]:+.3f} at {curve.index[-1]:.0%}"
+
+        def lead(g: float) -> str:
+            return f"the feature model leads by {g:.3f}" if g > 0 else f"{result.best_cnn} leads by {-g:.3f}" if g < 0 else "they tie"
+        lines.append(f"- Learning curve (first split): at {curve.index[0]:.0%} of the training cells {lead(gap.iloc[0])}; at "
+                     f"{curve.index[-1]:.0%}, {lead(gap.iloc[-1])}"
                      + (" — the gap narrows with more data." if abs(gap.iloc[-1]) < abs(gap.iloc[0]) else
                         " — more data does not close it here."))
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .config import CLASSES, dataset_dir, figures_dir, require, simulated_tag
 from .io import write_csv_atomic, write_table
-from .metrics import balanced_accuracy, classification_summary
+from .metrics import balanced_accuracy, classification_summary, headline_predictions
 from .models import get_device, load_checkpoint, model_dir
 from .splits import load_split, n_repeats_of
 from .store import ScalogramStore
@@ -59,18 +59,19 @@ def collect_predictions(dataset: str, backbones: list[str], data_dir: str | os.P
 def results_table(predictions: pd.DataFrame, model_info: dict[str, dict], seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """One row per model: balanced accuracy (95 % CI), accuracy, per-class recall and the model's settings.
 
-    With several split repeats, the balanced accuracy is reported as mean ± sd over repeats and the
-    CI is that of repeat 0.
+    The point estimate and CI are computed on :func:`~sts_utils.metrics.headline_predictions` (k folds
+    pooled, every cell once; else repeat 0, named in ``scored_on``); with several repeats the balanced
+    accuracy is also given as mean ± sd over repeats.
     """
     rows = []
     for model, g in predictions.groupby("model", sort=False):
-        first = g[g["repeat"] == g["repeat"].min()]
-        s = classification_summary(first["true"], first["pred"], seed=seed, n_boot=n_boot)
+        scored, scored_on = headline_predictions(g)
+        s = classification_summary(scored["true"], scored["pred"], seed=seed, n_boot=n_boot)
         per_rep = [balanced_accuracy(r["true"], r["pred"]) for _, r in g.groupby("repeat")]
         info = model_info.get(model, {})
         row = {"model": model, "balanced_accuracy": s["balanced_accuracy"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                "bacc_mean_over_repeats": float(np.mean(per_rep)), "bacc_sd_over_repeats": float(np.std(per_rep)),
-               "n_repeats": len(per_rep), "accuracy": s["accuracy"]}
+               "n_repeats": len(per_rep), "scored_on": scored_on, "accuracy": s["accuracy"]}
         for c in CLASSES:
             row[f"recall_{c}"] = s[f"recall_{c}"]
         row.update({"weights": info.get("weights", ""), "image_size": info.get("image_size", ""),

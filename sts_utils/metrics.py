@@ -22,6 +22,21 @@ def balanced_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
 
 
+def headline_predictions(predictions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The test predictions one model's headline score and CI are computed on, and what they are.
+
+    ``predictions`` holds one model's rows (``specimen_id``, ``repeat``, ``true``, ``pred``...). When the
+    repeats are folds (no cell tested twice), all of them are pooled: every cell counts once and the CI
+    covers the whole cohort. Otherwise (one split, or repeated held-out splits that overlap) the first
+    repeat is used, and the spread over repeats is reported beside it.
+    """
+    repeats = predictions["repeat"].nunique()
+    if repeats > 1 and predictions["specimen_id"].is_unique:
+        return predictions, f"{repeats} folds pooled"
+    first = predictions["repeat"].min()
+    return predictions[predictions["repeat"] == first], f"repeat {first}"
+
+
 def bootstrap_ci(y_true: Sequence, y_pred: Sequence, metric: Callable = balanced_accuracy, n_boot: int = 1000,
                  alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
     """Point estimate and percentile bootstrap CI (cells resampled with replacement, seeded).

@@ -205,11 +205,11 @@ def confusion_figure(y_true, y_pred, title: str):
 
 
 def confusion_panel_figure(predictions: pd.DataFrame, titles: dict[str, str], suptitle: str = ""):
-    """One confusion matrix per model (repeat 0), side by side."""
+    """One confusion matrix per model, side by side, over the rows given (the caller picks a repeat or pools folds)."""
     models = list(titles)
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2), squeeze=False)
     for ax, m in zip(axes[0], models):
-        p = predictions[(predictions["model"] == m) & (predictions["repeat"] == predictions["repeat"].min())]
+        p = predictions[predictions["model"] == m]
         confusion_axes(ax, p["true"], p["pred"], titles[m])
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()

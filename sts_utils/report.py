@@ -35,7 +35,10 @@ def _model_label(row: pd.Series) -> str:
 def results_markdown(table: pd.DataFrame) -> str:
     """README's form of a results table: model, balanced accuracy with CI (and mean ± sd over repeats), recalls."""
     repeats = int(table["n_repeats"].max()) if "n_repeats" in table else 1
-    head = "| model | balanced acc. (95 % CI) |" + (f" mean ± sd over {repeats} splits |" if repeats > 1 else "") \
+    scored_on = str(table["scored_on"].iloc[0]) if "scored_on" in table else ""
+    folds = "folds pooled" in scored_on
+    head = "| model | balanced acc. " + (f"({repeats} folds pooled, 95 % CI)" if folds else "(95 % CI)") + " |" \
+        + (f" mean ± sd over {repeats} {'folds' if folds else 'splits'} |" if repeats > 1 else "") \
         + " " + " | ".join(CLASSES) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in table.iterrows():

@@ -118,6 +118,10 @@ def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters:
     return True
 
 
+#: Kernel option that keeps the kernel's own stdout/stderr (progress, logs) out of the executed notebook.
+NO_FD_CAPTURE = "--IPKernelApp.capture_fd_output=False"
+
+
 def kernel_name() -> str:
     """The project's kernel (registered by ``make``) when installed, else the default ``python3``."""
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
@@ -151,8 +155,11 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     started = time.time()
     try:
         with lock:
+            # ipykernel copies whatever the kernel writes to its file descriptors into the notebook; without
+            # that capture, progress bars (written to sys.__stderr__) reach make's terminal and only there
             pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
-                                cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False)
+                                cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False,
+                                extra_arguments=[NO_FD_CAPTURE])
     except BaseException:
         if partial.exists():
             os.replace(partial, failed)

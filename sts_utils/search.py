@@ -16,7 +16,9 @@ Profiles
     early stopping on the other 20 %; the final model is trained on the whole training split, without a
     validation set, for the rounded mean of the folds' epoch counts; 224 px images (299 for
     inception_v3), channel map (0, 1, 0), no freezing, ImageNet weights, seed 42. ``gpu_small`` is a
-    smaller GPU configuration and ``cpu_small`` the minutes-on-a-CPU configuration of the committed figures.
+    smaller GPU configuration; ``cpu_small`` (a 2-trial search) and ``cpu_fixed`` (no search, the profile's
+    fixed settings, for the 5 folds of a real dataset) the minutes-on-a-CPU configurations of the committed
+    figures of demo and of the real datasets.
 
 Storage (``OPTUNA_STORAGE`` or ``--storage``)
     A file path is an Optuna journal file (``JournalStorage`` + ``JournalFileBackend`` with an
@@ -120,10 +122,16 @@ _PROTOCOL_COMPENDIUM = {
 
 #: Run profiles of notebook 04 and of ``python -m sts_utils.search``.
 PROFILES: dict[str, dict] = {
-    # all four backbones within minutes on 2 CPU cores: the committed figures of demo and teeter2018
+    # all four backbones within minutes on 2 CPU cores, with a 2-trial search: the committed demo figures
     "cpu_small": {**_PROTOCOL_COMPENDIUM,
              "image_size": {"resnet18": 64, "inception_v3": 80, "densenet121": 64, "mobilenet_v2": 64},
              "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 4},
+    # real data on a CPU: cpu_small's sizes with the profile's fixed settings (no search) and at most 12 epochs,
+    # so that 5 folds x 4 backbones of teeter2018 (make paper) fit within 45 minutes on 2 CPU cores
+    "cpu_fixed": {**_PROTOCOL_COMPENDIUM,
+                  "image_size": {"resnet18": 64, "inception_v3": 80, "densenet121": 64, "mobilenet_v2": 64},
+                  "epochs": 12, "batch_size": 16, "lr": 1e-3, "patience": 4, "n_trials": 0, "n_folds": 2,
+                  "trial_epochs": 4},
     # the compendium's former "paper" settings: paper image sizes, a small search (a few GPU hours)
     "gpu_small": {**_PROTOCOL_COMPENDIUM, "image_size": dict(PAPER_IMAGE_SIZE),
                   "epochs": 50, "batch_size": 16, "lr": 1e-4, "patience": 7, "n_trials": 20, "n_folds": 3,
@@ -177,7 +185,8 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
                     cuda_available: bool = False, default_seed: int = 0) -> dict:
     """Settings of one run: the profile's values with the overrides that are not ``None`` on top.
 
-    ``auto`` is ``paper`` for real datasets when ``cuda_available`` and ``cpu_small`` otherwise. The seed is
+    ``auto`` is ``paper`` for real datasets when ``cuda_available``, ``cpu_fixed`` for real datasets on a CPU
+    (no search: their k folds must fit a CPU budget) and ``cpu_small`` for ``demo``. The seed is
     the ``seed`` override (notebook ``TRAIN_SEED``), else the profile's own (``paper``: 42), else
     ``default_seed`` (notebook ``SEED``). The result is flat: :data:`TRAIN_KEYS` plus ``profile``,
     ``space`` (the spec itself), ``n_trials``, ``n_folds``, ``trial_epochs`` and the protocol keys.
@@ -185,8 +194,8 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
     if backbone not in PAPER_IMAGE_SIZE:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(PAPER_IMAGE_SIZE)}")
     if profile == "auto":
-        # the paper's protocol on real data; without CUDA it would take weeks, so demo sizes are used there
-        profile = "paper" if dataset != "demo" and cuda_available else "cpu_small"
+        # the paper's protocol on real data; without CUDA it would take weeks, so small sizes are used there
+        profile = "cpu_small" if dataset == "demo" else "paper" if cuda_available else "cpu_fixed"
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected auto, {', '.join(PROFILES)}")
     run = dict(PROFILES[profile])

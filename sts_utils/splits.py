@@ -3,6 +3,10 @@
 ``splits.csv`` has one row per (specimen, repeat): ``specimen_id``, ``split`` (``train``/``test``),
 ``repeat`` (0 .. N_REPEATS-1). Every stage that trains or tests (CNNs, baseline) reads this file, so
 the models are compared on exactly the same cells.
+
+Defaults (:func:`default_split`): real datasets get 5 stratified folds, so that every cell is tested once
+and each result is a mean ± sd over folds; the simulated ``demo`` cohort gets one held-out split (its
+pages run in CI). ``allen`` uses the paper's published split whatever the mode.
 """
 from __future__ import annotations
 
@@ -44,6 +48,23 @@ def stratified_splits(cells: pd.DataFrame, test_fraction: float = 0.2, n_repeats
     return pd.concat(frames, ignore_index=True)
 
 
+#: Split mode and number of repeats (folds) per dataset when the notebook leaves them unset.
+DEFAULT_SPLITS: dict[str, tuple[str, int]] = {"demo": ("holdout", 1)}
+DEFAULT_REAL_SPLIT: tuple[str, int] = ("kfold", 5)
+
+
+def default_split(dataset: str, mode: str | None = None, n_repeats: int | None = None) -> tuple[str, int]:
+    """``(mode, n_repeats)`` of ``dataset`` with the given values (not ``None``) taking precedence.
+
+    A mode given without a count gets 5 folds for ``kfold`` and 1 split for ``holdout``.
+    """
+    default_mode, default_n = DEFAULT_SPLITS.get(dataset, DEFAULT_REAL_SPLIT)
+    mode = mode or default_mode
+    if n_repeats is None:
+        n_repeats = default_n if mode == default_mode else DEFAULT_REAL_SPLIT[1] if mode == "kfold" else 1
+    return mode, int(n_repeats)
+
+
 def paper_splits(cells: pd.DataFrame, paper_split: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Restrict the published split to the cells at hand; report its coverage."""
     merged = cells[["specimen_id"]].merge(paper_split[["specimen_id", "split"]], on="specimen_id", how="left")
@@ -58,14 +79,16 @@ def paper_splits(cells: pd.DataFrame, paper_split: pd.DataFrame) -> tuple[pd.Dat
     return merged.reset_index(drop=True), coverage
 
 
-def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fraction: float = 0.2, n_repeats: int = 1,
-                seed: int = 0, mode: str = "holdout") -> dict:
+def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fraction: float = 0.2,
+                n_repeats: int | None = None, seed: int = 0, mode: str | None = None) -> dict:
     """Write ``splits.csv`` for the cells that have a scalogram (labels from ``cells.csv``).
 
     ``mode="holdout"``: ``n_repeats`` seeded stratified splits with ``test_fraction`` of the cells for testing;
     ``mode="kfold"``: ``n_repeats`` stratified folds, every cell tested once (``repeat`` = fold). For ``allen``
-    the paper's split (column ``split`` of ``cells.csv``) is used as published.
+    the paper's split (column ``split`` of ``cells.csv``) is used as published. ``mode``/``n_repeats`` left
+    ``None`` take :func:`default_split`'s values for the dataset.
     """
+    mode, n_repeats = default_split(dataset, mode, n_repeats)
     if mode not in ("holdout", "kfold"):
         raise ValueError(f"SPLIT_MODE must be 'holdout' or 'kfold', got {mode!r}")
     ddir = dataset_dir(dataset, data_dir)
@@ -86,7 +109,23 @@ def make_splits(dataset: str, data_dir: str | os.PathLike | None = None, test_fr
                          "source": "paper" if coverage else "stratified"},
                   seed=seed, inputs={"index.csv": ddir / "scalograms" / "index.csv", "cells.csv": ddir / "cells.csv"},
                   stage="splitting", extra={"coverage": coverage})
-    return {"splits": splits, "coverage": coverage, "counts": split_counts(splits, usable)}
+    return {"splits": splits, "coverage": coverage, "counts": split_counts(splits, usable),
+            "mode": "paper" if coverage else mode}
+
+
+def split_reading(result: dict) -> str:
+    """One sentence on :func:`make_splits`'s result: how many cells train and test, in how many repeats."""
+    counts, splits = result["counts"], result["splits"]
+    n_train, n_test = int(counts["train"].sum()), int(counts["test"].sum())
+    n = splits["repeat"].nunique()
+    if result.get("mode") == "kfold":
+        tested = splits[splits["split"] == "test"]
+        once = bool(tested["specimen_id"].is_unique) and tested["specimen_id"].nunique() == splits["specimen_id"].nunique()
+        return (f"{splits['specimen_id'].nunique()} cells in {n} stratified folds; "
+                f"{'every cell is tested exactly once' if once else 'NOT every cell is tested exactly once'}; "
+                f"fold 0 trains on {n_train} and tests {n_test} cells.")
+    return (f"{n_train} training and {n_test} test cells; {n} repeat(s), "
+            f"no cell in both splits of a repeat.")
 
 
 def split_counts(splits: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:

@@ -438,7 +438,8 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
                     ) -> dict:
     """Settings of a run: the profile's values with the notebook parameters that are not ``None`` on top.
 
-    ``auto`` is ``paper`` for real datasets on a CUDA machine and ``cpu_small`` otherwise. See
+    ``auto`` is ``paper`` for real datasets on a CUDA machine, ``cpu_fixed`` for real datasets on a CPU and
+    ``cpu_small`` for demo. See
     :func:`sts_utils.search.resolve_profile` (``default_seed`` is the notebook's ``SEED``; the paper pins 42).
     """
     check_backbone(backbone)
@@ -446,7 +447,7 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
                                   default_seed=default_seed)
 
 
-#: The run profiles (``cpu_small``, ``gpu_small``, ``paper``); defined in :mod:`sts_utils.search`.
+#: The run profiles (``cpu_small``, ``cpu_fixed``, ``gpu_small``, ``paper``); defined in :mod:`sts_utils.search`.
 PROFILES = search.PROFILES
 
 

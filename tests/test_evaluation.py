@@ -44,3 +44,21 @@ def test_results_table_reports_mean_and_sd_over_repeats():
     assert np.isclose(table.bacc_mean_over_repeats.iloc[0], np.mean(per))
     assert np.isclose(table.bacc_sd_over_repeats.iloc[0], np.std(per))
     assert table.n_repeats.iloc[0] == 3 and table.weights.iloc[0] == "random"
+    # repeated held-out splits share cells: the headline is repeat 0's
+    assert table.scored_on.iloc[0] == "repeat 0"
+    assert np.isclose(table.balanced_accuracy.iloc[0], per[0])
+
+
+def test_results_table_pools_folds_when_every_cell_is_tested_once():
+    frames = []
+    for r in range(3):
+        y, p = random_preds(r)
+        proba = np.eye(4)[[CLASSES.index(c) for c in p]]
+        frames.append(predictions_frame(np.arange(len(y)) + 1000 * r, list(y), proba, "m", r))  # disjoint test cells
+    pred = pd.concat(frames)
+    table = results_table(pred, {}, n_boot=50)
+    pooled_true = np.concatenate([random_preds(r)[0] for r in range(3)])
+    pooled_pred = np.concatenate([random_preds(r)[1] for r in range(3)])
+    assert table.scored_on.iloc[0] == "3 folds pooled"
+    assert np.isclose(table.balanced_accuracy.iloc[0], balanced_accuracy_score(pooled_true, pooled_pred))
+    assert table.test_cells.iloc[0] == len(pooled_true)

@@ -72,7 +72,10 @@ def test_demo_profile_keeps_the_committed_settings():
         "lr_decay": 0.5, "decay_period": 5, "dropout": 0.0, "class_weights": True, "val_fraction": 0.15,
         "lr_schedule": "step"}
     assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=True)["profile"] == "paper"
-    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=False)["profile"] == "cpu_small"
+    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=False)["profile"] == "cpu_fixed"
+    assert search.resolve_profile("auto", "demo", "resnet18", {}, cuda_available=False)["profile"] == "cpu_small"
+    fixed = search.resolve_profile("auto", "teeter2018", "densenet121", {}, cuda_available=False)
+    assert fixed["n_trials"] == 0 and fixed["image_size"] == 64 and fixed["epochs"] == 12
     assert search.resolve_profile("gpu_small", "allen", "resnet18", {})["n_trials"] == 20
 
 

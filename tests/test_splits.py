@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.splits import stratified_splits
+from sts_utils.splits import default_split, split_counts, split_reading, stratified_splits
+from sts_utils.stats import stratified_kfold_splits
 
 
 def cohort():
@@ -32,3 +33,21 @@ def test_split_rejects_unknown_labels_and_bad_fraction():
         stratified_splits(cells.assign(label=["Unsure"] + list(cells.label[1:])))
     with pytest.raises(ValueError):
         stratified_splits(cells, test_fraction=1.5)
+
+
+def test_default_split_is_five_folds_for_real_data_and_one_holdout_for_demo():
+    assert default_split("demo") == ("holdout", 1)
+    assert default_split("teeter2018") == ("kfold", 5)
+    assert default_split("teeter2018", "holdout") == ("holdout", 1)
+    assert default_split("demo", "kfold") == ("kfold", 5)
+    assert default_split("teeter2018", n_repeats=3) == ("kfold", 3)
+
+
+def test_split_reading_says_every_cell_is_tested_once_for_folds():
+    cells = cohort()
+    folds = stratified_kfold_splits(cells, n_folds=5, seed=0)
+    text = split_reading({"splits": folds, "counts": split_counts(folds, cells), "mode": "kfold"})
+    assert text.startswith("100 cells in 5 stratified folds; every cell is tested exactly once; fold 0 trains on 80")
+    broken = folds.copy()
+    broken.loc[(broken.repeat == 1) & (broken.split == "test"), "split"] = "train"
+    assert "NOT every cell" in split_reading({"splits": broken, "counts": split_counts(broken, cells), "mode": "kfold"})
