@@ -206,10 +206,8 @@ def learning_curve(store: ScalogramStore, cfg: TrainConfig, backbone: str, lgbm_
     return pd.DataFrame(rows)
 
 
-def _p_text(p: float, n_resamples: int | None = None) -> str:
-    """A p-value as text; a permutation p of 0 is reported as below the test's resolution."""
-    if p == 0 or (n_resamples and p < 1 / n_resamples):
-        return f"p < {1 / n_resamples:.0e}" if n_resamples else "p < 0.001"
+def _p_text(p: float) -> str:
+    """A p-value as text at 3 decimals; below 0.001 (a permutation p can be 0) as ``p < 0.001``."""
     return f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
 
 
