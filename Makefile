@@ -39,34 +39,49 @@ PARAMS = -p DATASET $(DATASET) -p SEED $(SEED) -p DATA_DIR $(DATA_DIR) -p FIGURE
 comma := ,
 empty :=
 space := $(empty) $(empty)
-BACKBONES_PARAM = -p BACKBONES '[$(subst $(space),$(comma)$(space),$(strip $(BACKBONES)))]'
+BACKBONES_VALUE = [$(subst $(space),$(comma)$(space),$(strip $(BACKBONES)))]
+BACKBONES_PARAM = -p BACKBONES '$(BACKBONES_VALUE)'
 MODEL_FILES = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
 RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
 
-.PHONY: help env paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test test-fast \
-	test-integration lab bench clean clean-all
+.PHONY: help env lock paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test \
+	test-integration update-references lab bench clean clean-all
 
 help:
 	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-09 in order -> figures/<dataset>/"
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells"
 	@echo "make export BACKBONE=...|all   model bundles;   make predict MODELS='...' INPUT=... OUT=...   classify new recordings"
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
-	@echo "make test   pytest (unit tests + a smoke run of every notebook)"
+	@echo "make test   pytest (unit tests + a smoke run of every notebook);  make test-integration  the tiny paper vs tests/references/"
+	@echo "make update-references     rewrite the tiny paper's reference tables (after a change that moves results on purpose)"
 	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html"
 	@echo "make check-browser         the book and JupyterLab checked in the system Chromium"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
 	@echo "make bench  benchmarks/   make clean [DATASET=...]  (keeps downloaded/simulated raw data)"
+	@echo "make env    .venv with exactly the pins of requirements/lock.txt;   make lock [UPGRADE=1]  regenerate it"
 
 # ---------------------------------------------------------------------------------------- environment
-$(STAMP): pyproject.toml
+# `make env` installs exactly the pins of $(LOCK) (every package, hash-checked), then the package itself
+# without resolving anything; `make lock` regenerates the lock from pyproject.toml's ranges (keeping the
+# pins that still satisfy them; UPGRADE=1 takes the newest allowed) and the Binder/conda files from it.
+LOCK := requirements/lock.txt
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lab,browser]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name sts --display-name "Python (sts)" >/dev/null
 	$(JUPYTEXT_VIEWER) >/dev/null
 	touch $(STAMP)
 
 env: $(STAMP)
+
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --strip-extras --extra test,lab,browser \
+		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
+	$(PY) tools/sync_pins.py --lock $(LOCK)
 
 # ------------------------------------------------------------------------------------------- stages
 # A failed recipe deletes the target it was making, so a half-made stage never looks done.
@@ -74,6 +89,7 @@ env: $(STAMP)
 
 paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
+	@$(PY) -m sts_utils.runner --timings $(B)/timings.csv
 
 data: $(D)/cells.csv
 scalograms: $(D)/scalograms/index.csv
@@ -87,31 +103,41 @@ comparison: $(F)/comparison_table.csv
 new-cells: $(F)/new_cells_summary.csv
 
 # Each stage depends on (1) its notebook, (2) the package files that notebook imports, derived from the
-# imports into $(DEPS_MK), (3) a stamp of its resolved parameters, rewritten only when one changed (the `+`
-# runs it under `make -n` too, so a dry run plans exactly what a real run would do), (4) its inputs.
+# imports into $(DEPS_MK), (3) a stamp of its resolved parameters, dated at the stage's last run when its
+# parameters are the same and now when one changed (one runner start-up dates them all, once per make
+# call; the `+` runs it under `make -n` too, so a dry run plans exactly what a real run would do), (4) its
+# inputs. The deps file and the raw-file list are made only when a stage is requested (`make help` is instant).
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 DEPS_MK := $(BUILD_DIR)/deps.mk
-STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells
+STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells search
+P := $(B)/.params
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 $(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
 	@mkdir -p $(@D)
 	@$(PY) -m sts_utils.runner --deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 -include $(DEPS_MK)
-endif
-P := $(B)/.params
-STAMP_CMD = +@$(RUN) --stamp $@ notebooks/$(1).py $(PARAMS) $(2)
 # raw files the project made or downloaded (a changed or corrupted one reruns acquisition, which re-verifies
 # it); the stage's own records of them are left out
 RAW_FILES := $(shell test -d $(D)/raw && find $(D)/raw -type f ! -name verified.json ! -name hashes.lock.json \
 	! -name demo_files.json ! -name '*.part*' 2>/dev/null)
+endif
 
-$(P)/01_data_acquisition.json $(P)/02_scalograms.json $(P)/03_splitting.json $(P)/05_baseline.json \
-$(P)/06_testing.json $(P)/07_saliency.json $(P)/08_comparison.json $(P)/09_new_cells.json: FORCE | $(STAMP)
-	$(call STAMP_CMD,$(basename $(notdir $@)),$(if $(filter 06_% 07_% 08_% 09_%,$(basename $(notdir $@))),$(BACKBONES_PARAM)))
+# every stage's stamp (training: one per backbone of BACKBONES and BACKBONE), each checked with the parameters
+# its stage's recipe passes; one grouped rule (GNU make 4.3 or later), so one start-up dates them all
+STAMP_BACKBONES = $(sort $(BACKBONES) $(BACKBONE))
+STAGE_STAMPS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline 06_testing 07_saliency \
+	08_comparison 09_new_cells,$(P)/$(n).json) $(foreach b,$(STAMP_BACKBONES),$(P)/04_finetune_$(b).json)
+STAMP_CHECKS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline,--check $(P)/$(n).json notebooks/$(n).py) \
+	$(foreach n,06_testing 07_saliency 08_comparison 09_new_cells,--check $(P)/$(n).json notebooks/$(n).py 'BACKBONES=$(BACKBONES_VALUE)') \
+	$(foreach b,$(STAMP_BACKBONES),--check $(P)/04_finetune_$(b).json notebooks/04_finetune.py BACKBONE=$(b))
+$(STAGE_STAMPS) &: FORCE | $(STAMP)
+	+@$(RUN) --stamps $(PARAMS) $(STAMP_CHECKS)
+# a training stamp of another backbone (a model file asked for by name)
 $(P)/04_finetune_%.json: FORCE | $(STAMP)
-	$(call STAMP_CMD,04_finetune,-p BACKBONE $*)
-# made by a pattern rule, so make would take them for intermediate files and delete them after a run
-.PRECIOUS: $(P)/04_finetune_%.json
+	+@$(RUN) --stamp $@ notebooks/04_finetune.py $(PARAMS) -p BACKBONE $*
+# never deleted by .DELETE_ON_ERROR or an interrupt (a lost stamp reruns its stage), nor taken for
+# intermediate files of the pattern rule
+.PRECIOUS: $(STAGE_STAMPS) $(P)/04_finetune_%.json
 FORCE:
 .PHONY: FORCE
 
@@ -171,6 +197,11 @@ test: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -m integration -q
+
+# the reference tables of the tiny paper (tests/references/tiny_demo/) that tests/test_integration.py compares
+# with: rewrite them on purpose, after a change that moves results (commit them with the change)
+update-references: $(STAMP)
+	$(PY) tools/references.py update
 
 # JupyterLab opens Python files with jupytext's notebook view (a settings override in the venv's Lab app
 # dir, as binder/postBuild does); the notebook headers keep an unedited save byte-identical

@@ -19,7 +19,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_gpu_training, bench_readers, bench_scalograms, bench_training_step  # noqa: E402
+from benchmarks import (bench_gpu_training, bench_readers, bench_scalograms, bench_simulator,  # noqa: E402
+                        bench_training_step)
 
 
 def main() -> None:
@@ -38,6 +39,12 @@ def main() -> None:
             data_dir = f"{tmp}/data"
         if not (Path(data_dir) / "demo" / "scalograms" / "index.csv").exists():
             sys.exit(f"no demo scalograms in {data_dir}: run `make data scalograms` first")
+        sim = bench_simulator.main([])
+        rows.append({"benchmark": f"simulator numba vs numpy ({sim['cells']} cells)", "metric": "speedup (x)",
+                     "value": sim["speedup"], "goal": ">= 20", "ok": sim["speedup"] >= 20})
+        rows.append({"benchmark": f"simulator numba vs numpy ({sim['cells']} cells)", "metric": "max spike time difference (ms)",
+                     "value": sim["max_spike_time_difference_ms"], "goal": "<= 0.1, same spike counts",
+                     "ok": sim["max_spike_time_difference_ms"] <= 0.1 and sim["sweeps_other_spike_count"] == 0})
         s = bench_scalograms.main(["--data-dir", data_dir])
         # "ok" is only set where the row has a goal; the others are measurements to read, not checks
         rows += [{"benchmark": "scalograms vs paper-style", "metric": "throughput ratio (x)", "value": s["throughput_ratio"],

@@ -67,8 +67,12 @@ def prepare_xy(features: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFra
 
 
 def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int = 0, n_folds: int = 3,
-                    space: dict | None = None, progress: bool = True):
-    """Bayesian search (TPE) with stratified CV balanced accuracy; returns the refit model, best params, trials."""
+                    space: dict | None = None, progress: bool = True, n_jobs: int = 1):
+    """Bayesian search (TPE) with stratified CV balanced accuracy; returns the refit model, best params, trials.
+
+    ``n_jobs`` processes fit a trial's folds at once; each fit is single-threaded and deterministic, so
+    the scores do not depend on ``n_jobs``.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space or LGBM_SPACE
     n_folds = max(2, min(n_folds, int(np.bincount(y).min())))
@@ -76,7 +80,8 @@ def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int 
 
     def objective(trial):
         params = suggest(trial, space)
-        return float(cross_val_score(make_lgbm(params, seed), X, y, cv=cv, scoring="balanced_accuracy").mean())
+        return float(cross_val_score(make_lgbm(params, seed), X, y, cv=cv, scoring="balanced_accuracy",
+                                     n_jobs=n_jobs).mean())
 
     best_params: dict = {}
     trials = pd.DataFrame()
@@ -172,7 +177,8 @@ def run_baseline(dataset: str, data_dir: str | os.PathLike | None = None, featur
         Xtr, ytr, _, sk_tr = prepare_xy(table, sp[sp.split == "train"])
         Xte, yte, ids_te, sk_te = prepare_xy(table, sp[sp.split == "test"])
         skipped[int(repeat)] = {"train": sk_tr, "test": sk_te}
-        model, best, trials = search_lightgbm(Xtr, ytr, n_iter=n_iter, seed=seed + int(repeat), progress=progress)
+        model, best, trials = search_lightgbm(Xtr, ytr, n_iter=n_iter, seed=seed + int(repeat), progress=progress,
+                                              n_jobs=n_jobs)
         proba = model.predict_proba(Xte[Xtr.columns])
         preds.append(predictions_frame(ids_te, [CLASSES[i] for i in yte], proba, "lightgbm", int(repeat)))
         fits[int(repeat)] = (model, best, trials, Xtr, Xte[Xtr.columns])

@@ -116,12 +116,15 @@ class ScalogramClassifier(nn.Module):
                           antialias=True)
         return (x - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img = self.to_image(x)
+    def classify(self, img: torch.Tensor) -> torch.Tensor:
+        """Logits of images already mapped by :meth:`to_image` (training resizes its set once, not per batch)."""
         if img.is_cuda:
             img = img.contiguous(memory_format=torch.channels_last)
         out = self.backbone(img)
         return out.logits if hasattr(out, "logits") else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.to_image(x))
 
     def train(self, mode: bool = True) -> "ScalogramClassifier":
         super().train(mode)

@@ -18,30 +18,41 @@ Two more modes serve the Makefile:
     recorded ones, and to now when they differ (or nothing is recorded), leaving its content alone:
     the file is a make prerequisite that is newer than the stage's artifacts exactly when a
     parameter changed, and a dry run (``make -n``) with other parameters leaves no trace.
+``--stamps --check FILE SOURCE [NAME=VALUE ...] ...``
+    the same for many stamps in one start-up (what make runs, once per call): each ``--check`` names a
+    stamp, its notebook and the parameters of that stage only (``BACKBONE=resnet18``), on top of the
+    ``-p`` values shared by all. This mode reads the parameter cells without jupytext, so it is quick.
 ``--deps``
     prints, for each notebook, the package modules it imports directly or through other modules,
     as make variables (``DEPS_02_scalograms := sts_utils/…``), so stages depend on what they run.
+``--timings FILE``
+    prints the table of ``FILE`` (``<output folder>/timings.csv``, where every successful run records
+    its page's wall seconds, one row per page, replaced on a rerun) with the total (``make paper`` ends
+    with it).
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import contextlib
+import csv
 import json
 import os
+import re
 import sys
 import time
+from datetime import datetime, timezone
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import jupytext
-import nbformat
-import papermill as pm
 import yaml
-from jupyter_client.kernelspec import KernelSpecManager
 
 from .config import DATASETS, dataset_dir
 from .io import data_dir_lock, write_text_atomic
+
+# jupytext, nbformat, papermill and jupyter_client are imported where they are used: the stamp checks
+# and the timings table, which make runs on every call, need none of them (about a second of start-up)
 
 KERNEL_NAME = "sts"
 PACKAGE = Path(__file__).resolve().parent
@@ -63,10 +74,9 @@ def parameter_cell(nb) -> str:
     raise ValueError("the notebook has no cell tagged 'parameters'")
 
 
-def declared_parameters(nb) -> dict[str, Any]:
-    """Names assigned in the notebook's ``parameters`` cell, with their default values (literals)."""
+def _literal_assignments(code: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for node in ast.walk(ast.parse(parameter_cell(nb))):
+    for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Assign):
             for t in node.targets:
                 if isinstance(t, ast.Name):
@@ -76,9 +86,50 @@ def declared_parameters(nb) -> dict[str, Any]:
     return out
 
 
-def resolved_parameters(source: str | os.PathLike, parameters: dict[str, Any] | None) -> dict[str, Any]:
+def declared_parameters(nb) -> dict[str, Any]:
+    """Names assigned in the notebook's ``parameters`` cell, with their default values (literals)."""
+    return _literal_assignments(parameter_cell(nb))
+
+
+_CELL_MARKER = re.compile(r"^#\s*%%(?!%)(?P<options>.*)$")
+_PARAMETERS_TAG = re.compile(r"""tags\s*=\s*\[[^\]]*["']parameters["']""")
+
+
+def percent_parameter_cell(text: str) -> str | None:
+    """Source of the ``# %% tags=["parameters"]`` cell of a jupytext percent-format text (None: no such cell).
+
+    What :func:`parameter_cell` finds through jupytext, without loading it (tests/test_runner.py checks
+    that both agree on every notebook).
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _CELL_MARKER.match(line)
+        if m and _PARAMETERS_TAG.search(m.group("options")):
+            body = []
+            for rest in lines[i + 1:]:
+                if _CELL_MARKER.match(rest):
+                    break
+                body.append(rest)
+            return "\n".join(body)
+    return None
+
+
+def source_parameters(source: str | os.PathLike) -> dict[str, Any]:
+    """The declared parameters of a notebook source: read directly from a percent-format ``.py`` file,
+    through jupytext otherwise."""
+    source = Path(source)
+    if source.suffix == ".py":
+        cell = percent_parameter_cell(source.read_text())
+        if cell is not None:
+            return _literal_assignments(cell)
+    import jupytext
+    return declared_parameters(jupytext.read(source))
+
+
+def resolved_parameters(source: str | os.PathLike, parameters: dict[str, Any] | None,
+                        declared: dict[str, Any] | None = None) -> dict[str, Any]:
     """The parameters a run of ``source`` uses: its defaults, with the declared ones of ``parameters`` on top."""
-    declared = declared_parameters(jupytext.read(source))
+    declared = source_parameters(source) if declared is None else declared
     return {**declared, **{k: v for k, v in (parameters or {}).items() if k in declared}}
 
 
@@ -100,16 +151,23 @@ def record_stamp(stamp: str | os.PathLike, params: dict[str, Any], started: floa
     os.utime(stamp, (started, started))
 
 
-def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None) -> bool:
+def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None,
+                declared: dict[str, Any] | None = None) -> bool:
     """Date ``stamp`` at its recorded run when the requested parameters are the recorded ones, else now.
 
-    Returns whether the parameters changed (or none are recorded). The content is never changed here.
+    Returns whether the parameters changed (or none are recorded). The content is never changed here
+    (a missing stamp is created with no parameters recorded). ``declared``: the notebook's declared
+    parameters, when the caller has read them already.
     """
     stamp = Path(stamp)
-    requested = _canonical(resolved_parameters(source, parameters))
+    requested = _canonical(resolved_parameters(source, parameters, declared))
     if stamp.exists():
-        rec = json.loads(stamp.read_text())
-        if _canonical(rec.get("params")) == requested:
+        try:
+            rec = json.loads(stamp.read_text())
+            same = _canonical(rec.get("params")) == requested
+        except (ValueError, AttributeError):  # unreadable: treated as nothing known
+            rec, same = None, False
+        if same:
             os.utime(stamp, (rec["started"], rec["started"]))
             return False
         os.utime(stamp)
@@ -118,12 +176,77 @@ def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters:
     return True
 
 
+def check_stamps(checks: list[tuple[str | os.PathLike, str | os.PathLike, dict[str, Any]]],
+                 parameters: dict[str, Any] | None) -> list[Path]:
+    """:func:`check_stamp` for each ``(stamp, source, stage parameters)``, the stage's parameters on top of
+    ``parameters``; each source is read once. Returns the stamps whose parameters changed."""
+    declared: dict[Path, dict[str, Any]] = {}
+    changed = []
+    for stamp, source, own in checks:
+        key = Path(source).resolve()
+        if key not in declared:
+            declared[key] = source_parameters(source)
+        if check_stamp(source, stamp, {**(parameters or {}), **own}, declared[key]):
+            changed.append(Path(stamp))
+    return changed
+
+
+# ------------------------------------------------------------------------------------------ timings
+
+TIMINGS = "timings.csv"
+TIMING_COLUMNS = ("page", "seconds", "finished_utc")
+
+
+def read_timings(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a timings file (none when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get("page")]
+
+
+def record_timing(path: str | os.PathLike, page: str, seconds: float, finished: datetime | None = None) -> Path:
+    """Set ``page``'s row of the timings file ``path`` (a rerun replaces it), rows sorted by page, atomically."""
+    finished = finished or datetime.now(timezone.utc)
+    rows = {r["page"]: r for r in read_timings(path)}
+    rows[page] = {"page": page, "seconds": f"{seconds:.1f}",
+                  "finished_utc": finished.astimezone(timezone.utc).isoformat(timespec="seconds")}
+    out = StringIO()
+    writer = csv.DictWriter(out, fieldnames=TIMING_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows[p] for p in sorted(rows))
+    return write_text_atomic(path, out.getvalue())
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def timings_table(path: str | os.PathLike) -> str:
+    """The timings file as a text table: one line per page (seconds, h:mm:ss, when it finished) and the total."""
+    rows = read_timings(path)
+    if not rows:
+        return f"no page timings recorded in {path}"
+    width = max(len("total"), *(len(r["page"]) for r in rows))
+    lines = [f"{'page':<{width}}  {'seconds':>9}  {'h:mm:ss':>8}  finished (UTC)"]
+    total = 0.0
+    for r in rows:
+        sec = float(r["seconds"])
+        total += sec
+        lines.append(f"{r['page']:<{width}}  {sec:>9.1f}  {_hms(sec):>8}  {r['finished_utc']}")
+    lines.append(f"{'total':<{width}}  {total:>9.1f}  {_hms(total):>8}")
+    return "\n".join(lines)
+
+
 #: Kernel option that keeps the kernel's own stdout/stderr (progress, logs) out of the executed notebook.
 NO_FD_CAPTURE = "--IPKernelApp.capture_fd_output=False"
 
 
 def kernel_name() -> str:
     """The project's kernel (registered by ``make``) when installed, else the default ``python3``."""
+    from jupyter_client.kernelspec import KernelSpecManager
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
@@ -131,11 +254,18 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
                      cwd: str | os.PathLike | None = None, kernel: str | None = None, log_output: bool = True) -> Path:
     """Convert ``source`` with jupytext and execute it with papermill into ``output``.
 
+    A successful run records its parameters (:func:`record_stamp`) and its wall seconds in
+    ``<output folder>/timings.csv`` (:func:`record_timing`).
+
     Raises
     ------
     papermill.PapermillExecutionError
         when a cell fails; the partly executed notebook is kept at ``<output>.failed.ipynb``.
     """
+    import jupytext
+    import nbformat
+    import papermill as pm
+
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source)
@@ -152,6 +282,9 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     # a stage page (it declares DATASET and DATA_DIR) holds its data folder's lock for the whole run
     lock = data_dir_lock(dataset_dir(dataset, parameters.get("DATA_DIR"))) \
         if dataset in DATASETS and "DATA_DIR" in declared else contextlib.nullcontext()
+    # every kernel hashes strings the same way, so no set or dict of strings can order a result differently
+    # from one run to the next (Python salts str hashes per process otherwise)
+    os.environ["PYTHONHASHSEED"] = "0"
     started = time.time()
     try:
         with lock:
@@ -169,6 +302,7 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     failed.unlink(missing_ok=True)
     os.replace(partial, output)
     record_stamp(stamp_path(output), {**declared, **parameters}, started)
+    record_timing(output.parent / TIMINGS, output.stem, time.time() - started)
     return output
 
 
@@ -196,6 +330,8 @@ def _imported_modules(tree: ast.AST, current: str | None = None) -> set[str]:
 
 def module_dependencies(source: str | os.PathLike) -> list[str]:
     """Files of the package that a notebook (or module) imports, directly or through other modules."""
+    import jupytext
+
     source = Path(source)
     text = "\n".join(c.source for c in jupytext.read(source).cells if c.cell_type == "code") \
         if source.parent.name == "notebooks" else source.read_text()
@@ -225,13 +361,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("source", nargs="*", help="notebook source (and, to execute it, the output path)")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--cwd", default=None)
-    ap.add_argument("--stamp", default=None, help="write the resolved parameters to this file when they changed")
+    ap.add_argument("--stamp", default=None, help="date this parameter stamp of the source (see above)")
+    ap.add_argument("--stamps", action="store_true", help="date the parameter stamps of every --check")
+    ap.add_argument("--check", nargs="+", action="append", default=[], metavar="STAMP SOURCE [NAME=VALUE]",
+                    help="with --stamps: a stamp, its notebook source and that stage's own parameters")
     ap.add_argument("--deps", action="store_true", help="print make variables of each notebook's package files")
+    ap.add_argument("--timings", default=None, metavar="CSV", help="print this timings file as a table")
     args = ap.parse_args(argv)
     if args.deps:
         sys.stdout.write(make_dependencies(args.source))
         return 0
+    if args.timings:
+        print(timings_table(args.timings))
+        return 0
     params = {k: parse_value(v) for k, v in args.param}
+    if args.check and not args.stamps:
+        ap.error("--check belongs to --stamps")
+    if args.stamps:
+        checks = []
+        for check in args.check:
+            if len(check) < 2 or any("=" not in kv for kv in check[2:]):
+                ap.error(f"--check {' '.join(check)}: give STAMP SOURCE [NAME=VALUE ...]")
+            own = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in check[2:])}
+            checks.append((check[0], check[1], own))
+        check_stamps(checks, params)
+        return 0
     if args.stamp:
         check_stamp(args.source[0], args.stamp, params)
         return 0

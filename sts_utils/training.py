@@ -159,15 +159,38 @@ def predict_proba(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: in
 
 
 @torch.no_grad()
-def _device_proba(model: nn.Module, x: torch.Tensor, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
-    """Probabilities of scalograms already on the GPU, left on the GPU (no host synchronisation)."""
+def _device_proba(model: nn.Module, x: torch.Tensor, batch_size: int, dtype: torch.dtype, images: bool = False
+                  ) -> torch.Tensor:
+    """Probabilities of scalograms (or, with ``images``, of mapped images) already on the GPU, left there."""
     model.eval()
     out = []
     for s in range(0, len(x), batch_size):
         with torch.autocast("cuda", dtype=dtype):
-            logits = model(x[s:s + batch_size].float())
+            xb = x[s:s + batch_size].float()
+            logits = model.classify(xb) if images else model(xb)
         out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def _image_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of images already mapped by ``model.to_image`` (CPU)."""
+    model.eval()
+    out = [torch.softmax(model.classify(images[s:s + batch_size]).float(), dim=1).numpy()
+           for s in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
+
+
+@torch.no_grad()
+def mapped_images(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """The model's input images of scalograms ``x`` (channel map, resize, normalisation), computed once per fit.
+
+    The mapping has no parameters, so a fit trains on these instead of resizing every batch of every
+    epoch again (the same values: the resize treats each image on its own).
+    """
+    parts = [model.to_image(x[s:s + batch_size].to(device=device, dtype=torch.float32))
+             for s in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros((0, 3, model.image_size, model.image_size), device=device)
 
 
 def _improved(val_loss: float, best_loss: float, min_improvement: float) -> bool:
@@ -212,17 +235,19 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
     if cuda:
         dtype = amp_dtype(device)
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-        xs = x_train.to(device, non_blocking=True)  # once per fit; batches are indexed on the GPU
+        xs = mapped_images(model, x_train, device)  # once per fit; batches are indexed on the GPU
         ys = torch.as_tensor(y_train).to(device, non_blocking=True)
         if has_val:
-            xv = x_val.to(device, non_blocking=True)
+            xv = mapped_images(model, x_val, device)
             yv = torch.as_tensor(y_val).to(device, non_blocking=True)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        step_model = torch.compile(model) if cfg.compile else model
+        step_model = torch.compile(model.classify) if cfg.compile else model.classify
         n_used = len(xs) - (len(xs) % cfg.batch_size if drop_last else 0)
     else:
         gen = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(TensorDataset(x_train, torch.as_tensor(y_train)), batch_size=cfg.batch_size, shuffle=True,
+        images = mapped_images(model, x_train, device)
+        xv = mapped_images(model, x_val, device) if has_val else None
+        loader = DataLoader(TensorDataset(images, torch.as_tensor(y_train)), batch_size=cfg.batch_size, shuffle=True,
                             generator=gen, drop_last=drop_last)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
     best_loss, best_state, best_epoch, bad = float("inf"), None, 0, 0
@@ -239,7 +264,7 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
             perm = torch.randperm(len(xs), generator=gen, device=device)
             for s in range(0, n_used, cfg.batch_size):
                 idx = perm[s:s + cfg.batch_size]
-                xb, yb = xs[idx].float(), ys[idx]
+                xb, yb = xs[idx], ys[idx]
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast("cuda", dtype=dtype):
                     loss = loss_fn(step_model(xb), yb)
@@ -251,11 +276,8 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
         else:
             total, n = 0.0, 0
             for xb, yb in loader:
-                xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
-                yb = yb.to(device)
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=False):
-                    loss = loss_fn(model(xb), yb)
+                loss = loss_fn(model.classify(xb), yb)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
@@ -272,13 +294,13 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
             best_epoch = epoch
             continue
         if cuda:
-            proba_t = _device_proba(model, xv, 2 * cfg.batch_size, dtype)
+            proba_t = _device_proba(model, xv, 2 * cfg.batch_size, dtype, images=True)
             vloss_t = F.nll_loss(torch.log(proba_t.clamp_min(1e-12)), yv)
             host = torch.stack([vloss_t, total_t]).cpu()  # the one host synchronisation of the epoch
             val_loss, total = float(host[0]), float(host[1])
             pred = proba_t.argmax(1).cpu().numpy()
         else:
-            proba = predict_proba(model, x_val, device=device)
+            proba = _image_proba(model, xv)
             val_loss = float(eval_loss(torch.log(torch.as_tensor(proba).clamp_min(1e-12)), torch.as_tensor(y_val)))
             pred = proba.argmax(1)
         val_bacc = balanced_accuracy(y_val, pred)

@@ -1,25 +1,25 @@
-"""binder/ (mybinder.org, repo2docker) installs what `make env` installs, with CPU-only torch.
+"""binder/ (mybinder.org, repo2docker) installs the pins of requirements/lock.txt, with CPU-only torch.
 
 repo2docker reads only binder/ when the folder exists (the root environment.yml is then ignored):
 runtime.txt picks Python, requirements.txt is pip-installed after the repository is copied (it names
-the package itself, `-e .`), and postBuild does what `make env` does after pip.
+the package itself, `-e .`), and postBuild does what `make env` does after pip. requirements.txt is
+generated from the lock by `make lock` (tools/sync_pins.py); tests/test_environment.py checks that a
+drift is caught.
 """
 import os
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
+
+from tests.test_environment import lock_pins, sync_pins
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
-
-def names(reqs):
-    return {re.split(r"[<>=!~\[ ;]", r.strip())[0].lower().replace("_", "-") for r in reqs}
 
 
 def requirement_lines():
@@ -27,27 +27,42 @@ def requirement_lines():
     return [l for l in lines if l and not l.startswith("#")]
 
 
+def binder_pins():
+    pins = {}
+    for line in requirement_lines():
+        if line.startswith(("-", ".")):
+            continue
+        m = sync_pins.PIN.match(line)
+        assert m, f"binder/requirements.txt: {line!r} is not an exact pin"
+        name = canonicalize_name(m["name"])
+        assert name not in pins, f"{name} is listed twice"
+        pins[name] = m["version"]
+    return pins
+
+
 def test_runtime_is_python_311():
     assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
 
 
-def test_requirements_match_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = requirement_lines()
-    assert any(l in ("-e .", ".") for l in lines), "binder installs the package itself"
-    packages = [l for l in lines if not l.startswith(("-", "."))]
-    wanted = names(project["dependencies"]) | names(project["optional-dependencies"]["lab"])
-    assert names(packages) == wanted
-    assert len(packages) == len(names(packages)), "a package is listed twice"
+def test_requirements_are_generated_from_the_lock():
+    text = (BINDER / "requirements.txt").read_text()
+    assert text.startswith("# Generated from requirements/lock.txt by `make lock`")
+    assert requirement_lines()[-1] == "-e .", "binder installs the package itself, last"
+    assert "--hash" not in text
 
 
-def test_torch_is_the_cpu_build_of_the_pin():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = requirement_lines()
-    assert f"--extra-index-url {CPU_INDEX}" in lines
+def test_every_pin_is_the_locks_and_torch_is_the_cpu_build():
+    pins, lock = binder_pins(), lock_pins()
+    assert f"--extra-index-url {CPU_INDEX}" in requirement_lines()
     for name in ("torch", "torchvision"):
-        pin = next(d for d in project["dependencies"] if re.match(rf"{name}==", d))
-        assert f"{pin}+cpu" in lines, f"binder should pin {pin}+cpu (the CPU wheel of pyproject's pin)"
+        assert pins[name] == f"{lock[name]}+cpu", f"binder should pin {name}=={lock[name]}+cpu"
+    others = {n: v for n, v in pins.items() if n not in ("torch", "torchvision")}
+    assert others == {n: v for n, v in lock.items() if n not in ("torch", "torchvision") and not sync_pins.cuda_only(n)}
+
+
+def test_no_cuda_only_package():
+    cuda = [n for n in binder_pins() if n.startswith(("nvidia-", "cuda-")) or n == "triton"]
+    assert not cuda, cuda
 
 
 def test_postbuild_registers_kernel_and_viewer():

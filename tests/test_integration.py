@@ -1,38 +1,52 @@
-"""`make paper` end to end on a tiny demo configuration: outputs, up-to-date skip, reruns that rerun."""
+"""`make paper` end to end on a tiny demo configuration: its tables against the committed references,
+the up-to-date skip, and reruns that rerun.
+
+The tiny run is made once per session (in ``$STS_TINY_RUN_DIR`` when set, so ``.ci/run`` can check its
+web book in Chromium afterwards; else in a temporary folder).
+"""
 import os
-import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "tools"))
+import references  # noqa: E402  (tools/ is not a package)
+
 pytestmark = pytest.mark.integration
 
-TINY = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75",
-        "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "N_RESAMPLES=200", "N_NEW_CELLS=2", "TEST_FRACTION=0.25"]
 LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py",
          "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
          "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
 
 
-def make(tmp_path, *args):
-    """Run make with data, figures and executed notebooks under ``tmp_path``."""
-    dirs = [f"DATA_DIR={tmp_path / 'data'}", f"FIGURES_DIR={tmp_path / 'figures'}", f"BUILD_DIR={tmp_path / 'build'}"]
-    env = {**os.environ, "STS_OFFLINE": "1"}
-    return subprocess.run(["make", *args, *dirs, *TINY], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    folder = Path(os.environ["STS_TINY_RUN_DIR"]) if os.environ.get("STS_TINY_RUN_DIR") else tmp_path_factory.mktemp("tiny")
+    r = references.run_tiny_paper(folder)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return folder
 
 
 def planned(out: str) -> list[str]:
-    """Notebooks a `make -n` would execute (parameter-stamp checks are not executions)."""
-    lines = [line.split() for line in out.splitlines() if "sts_utils.runner" in line and "--stamp" not in line]
+    """Notebooks a `make -n` would execute (parameter-stamp checks and the timings table are not executions)."""
+    lines = [line.split() for line in out.splitlines()
+             if "sts_utils.runner" in line and "--stamp" not in line and "--timings" not in line]
     return [words[words.index("sts_utils.runner") + 1] for words in lines]
 
 
-def test_make_paper_on_tiny_demo(tmp_path):
-    r = make(tmp_path, "paper")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    figs = tmp_path / "figures" / "demo"
+def test_tiny_paper_reproduces_the_reference_tables(tiny):
+    """Every table of the tiny run equals the committed one (made by another clean run with the same lock)."""
+    problems = references.compare_tables(references.REFERENCE_DIR, tiny / "figures" / "demo")
+    assert not problems, ("the tiny paper's tables moved (if on purpose: `make update-references` and commit):\n"
+                          + "\n".join(problems))
+
+
+def test_tiny_paper_outputs_and_timings(tiny):
+    figs = tiny / "figures" / "demo"
     table = pd.read_csv(figs / "results_table.csv")
     assert set(table.model) == {"resnet18", "inception_v3", "densenet121", "mobilenet_v2", "lightgbm"}
     for f in ["confusion_panel.png", "saliency_grid.png", "saliency_deletion.png", "deletion_table.csv",
@@ -41,37 +55,38 @@ def test_make_paper_on_tiny_demo(tmp_path):
     notebooks = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "05_baseline",
                  "06_testing", "07_saliency", "08_comparison", "09_new_cells"]
     for nb in notebooks:
-        assert (tmp_path / "build" / "demo" / f"{nb}.ipynb").exists(), nb
-    # the run order is the numbering
-    order = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("executed ")]
-    assert order == sorted(order), order
+        assert (tiny / "build" / "demo" / f"{nb}.ipynb").exists(), nb
+    timings = pd.read_csv(tiny / "build" / "demo" / "timings.csv")
+    assert set(notebooks) <= set(timings["page"]) and (timings["seconds"] > 0).all()
+
+
+def test_up_to_date_and_reruns_that_rerun(tiny):
+    def make_n(*args):
+        return planned(references.run_tiny_paper(tiny, "-n", *args).stdout)
+
     # nothing to redo
-    assert planned(make(tmp_path, "-n", "paper").stdout) == []
+    assert make_n("paper") == []
     # a changed parameter reruns its stage and everything after it; a dry run leaves no trace
-    assert planned(make(tmp_path, "-n", "scalograms", "N_SCALES=128").stdout) == ["notebooks/02_scalograms.py"]
-    assert planned(make(tmp_path, "-n", "paper", "N_SCALES=128").stdout) == ["notebooks/02_scalograms.py", *LATER]
-    assert planned(make(tmp_path, "-n", "paper").stdout) == []
+    assert make_n("scalograms", "N_SCALES=128") == ["notebooks/02_scalograms.py"]
+    assert make_n("paper", "N_SCALES=128") == ["notebooks/02_scalograms.py", *LATER]
+    assert make_n("paper") == []
     # a changed training parameter reruns the training of every backbone and what follows, not the data stages
-    assert planned(make(tmp_path, "-n", "paper", "PATIENCE=4").stdout) == LATER[1:5] + LATER[6:]
+    assert make_n("paper", "PATIENCE=4") == LATER[1:5] + LATER[6:]
     # deleting the baseline predictions redoes the baseline and what depends on it, nothing else
-    (tmp_path / "data" / "demo" / "baseline" / "predictions.csv").unlink()
-    assert planned(make(tmp_path, "-n", "paper").stdout) == ["notebooks/05_baseline.py", "notebooks/06_testing.py",
-                                                              "notebooks/07_saliency.py", "notebooks/08_comparison.py",
-                                                              "notebooks/09_new_cells.py"]
+    predictions = tiny / "data" / "demo" / "baseline" / "predictions.csv"
+    saved = predictions.read_bytes()
+    predictions.unlink()
+    try:
+        assert make_n("paper") == ["notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
+                                   "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
+    finally:
+        predictions.write_bytes(saved)
+        os.utime(predictions, (os.stat(predictions.parent / "config.json").st_mtime,) * 2)
     # a changed raw file reruns acquisition (which re-verifies it) and what depends on it
-    raw = sorted((tmp_path / "data" / "demo" / "raw").glob("sub-*/*.nwb"))[0]
+    raw = sorted((tiny / "data" / "demo" / "raw").glob("sub-*/*.nwb"))[0]
+    stat = raw.stat()
     os.utime(raw)
-    assert planned(make(tmp_path, "-n", "paper").stdout)[:2] == ["notebooks/01_data_acquisition.py",
-                                                                "notebooks/02_scalograms.py"]
-
-
-def test_two_clean_runs_give_identical_tables(tmp_path):
-    tables = []
-    for run in ("a", "b"):
-        r = make(tmp_path / run, "paper")
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        figs = tmp_path / run / "figures" / "demo"
-        tables.append({name: (figs / name).read_text() for name in
-                       ("results_table.csv", "baseline_results.csv", "deletion_table.csv", "audit_table.csv")})
-    for name in tables[0]:
-        assert tables[0][name] == tables[1][name], name
+    try:
+        assert make_n("paper")[:2] == ["notebooks/01_data_acquisition.py", "notebooks/02_scalograms.py"]
+    finally:
+        os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns))
