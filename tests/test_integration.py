@@ -4,10 +4,12 @@ the up-to-date skip, and reruns that rerun.
 The tiny run is made once per session (in ``$STS_TINY_RUN_DIR`` when set, so ``.ci/run`` can check its
 web book in Chromium afterwards; else in a temporary folder).
 """
+import json
 import os
 import sys
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -27,6 +29,7 @@ LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_
 def tiny(tmp_path_factory) -> Path:
     folder = Path(os.environ["STS_TINY_RUN_DIR"]) if os.environ.get("STS_TINY_RUN_DIR") else tmp_path_factory.mktemp("tiny")
     r = references.run_tiny_paper(folder)
+    (folder / "paper.log").write_text(r.stdout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return folder
 
@@ -58,6 +61,25 @@ def test_tiny_paper_outputs_and_timings(tiny):
         assert (tiny / "build" / "demo" / f"{nb}.ipynb").exists(), nb
     timings = pd.read_csv(tiny / "build" / "demo" / "timings.csv")
     assert set(notebooks) <= set(timings["page"]) and (timings["seconds"] > 0).all()
+
+
+def test_every_page_shows_its_figures_without_progress_bars_or_paths(tiny):
+    """The executed pages hold every figure the run wrote, and no progress bar or object repr leaks onto them."""
+    build, figs = tiny / "build" / "demo", tiny / "figures" / "demo"
+    order = [line.split()[1] for line in (tiny / "paper.log").read_text().splitlines() if line.startswith("executed ")]
+    assert order == sorted(order) and len(order) == 12, order  # the run order is the numbering
+    n_images = 0
+    for page in sorted(build.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(page, as_version=4)
+        images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert images, f"{page.name} shows no figure"
+        n_images += len(images)
+        text = json.dumps([c.get("outputs", []) for c in nb.cells])
+        assert "PosixPath" not in text, page.name
+        assert text.count("\\r") < 5 and "it/s" not in text, f"{page.name}: progress bars in the executed notebook"
+    # a page may show a figure more than once, never less
+    assert n_images >= len(list(figs.glob("*.png")))
+    assert "[SIMULATED demo cohort]" in (figs / "results_table.md").read_text()
 
 
 def test_up_to_date_and_reruns_that_rerun(tiny):

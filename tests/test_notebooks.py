@@ -1,4 +1,5 @@
-"""Every notebook runs on a tiny configuration (the papermill path `make paper` uses) and shows its figures."""
+"""Notebook pages run through the runner from any folder and name what they miss (every page of a whole tiny
+run is checked on the integration test's run, tests/test_integration.py)."""
 import json
 
 import nbformat
@@ -16,33 +17,6 @@ ORDER = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune", 
 
 def outputs(nb, kind: str) -> list:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if kind in o.get("data", {})]
-
-
-@pytest.mark.slow
-def test_every_notebook_runs_in_numeric_order_and_shows_its_figures(tmp_path):
-    data, figs, build = tmp_path / "data", tmp_path / "figures", tmp_path / "build"
-    common = {"DATASET": "demo", "SEED": 0, "DATA_DIR": str(data), "FIGURES_DIR": str(figs), **TINY}
-    assert sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py")) == ORDER
-    for name in ORDER:
-        before = {p.name for p in (figs / "demo").glob("*.png")} if (figs / "demo").exists() else set()
-        nb = nbformat.read(execute_notebook(ROOT / "notebooks" / f"{name}.py", build / f"{name}.ipynb", common,
-                                            cwd=ROOT, log_output=False), as_version=4)
-        written = {p.name for p in (figs / "demo").glob("*.png")} - before
-        images = outputs(nb, "image/png")
-        # every figure the page writes is on the page (a page may show a figure more than once, never less)
-        assert len(images) >= len(written), (name, sorted(written), len(images))
-        text = json.dumps([c.get("outputs", []) for c in nb.cells])
-        assert "PosixPath" not in text, name
-        assert text.count("\\r") < 5 and "it/s" not in text, f"{name}: progress bars in the executed notebook"
-    table = pd.read_csv(figs / "demo" / "results_table.csv")
-    assert list(table.model) == ["resnet18", "lightgbm"]
-    assert table.balanced_accuracy.between(0, 1).all()
-    for f in ["example_traces.png", "fi_curves.png", "sweep_to_scalogram.png", "scalograms_class_means.png",
-              "split_counts.png", "training_resnet18.png", "confusion_panel.png", "saliency_examples.png",
-              "deletion_table.csv", "baseline_importance.csv", "audit_table.csv", "comparison_paired.png",
-              "learning_curve.png"]:
-        assert (figs / "demo" / f).exists(), f
-    assert "[SIMULATED demo cohort]" in (figs / "demo" / "results_table.md").read_text()
 
 
 def test_a_page_run_from_the_notebooks_folder_finds_the_project_data(tiny_demo, tmp_path, monkeypatch):
