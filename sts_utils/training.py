@@ -143,9 +143,10 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 64, device: torch.device | None = None
-                  ) -> np.ndarray:
-    """Class probabilities (cells x classes) of scalograms ``x``."""
+def predict_proba(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 64, device: torch.device | None = None,
+                  images: bool = False) -> np.ndarray:
+    """Class probabilities (cells x classes) of scalograms ``x`` (with ``images``: of images already mapped
+    by ``model.to_image``, as a fit keeps its validation set)."""
     device = device or next(model.parameters()).device
     model.eval()
     x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
@@ -153,7 +154,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: in
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].to(device=device, dtype=torch.float32)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            logits = model(xb)
+            logits = model.classify(xb) if images else model(xb)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
@@ -170,15 +171,6 @@ def _device_proba(model: nn.Module, x: torch.Tensor, batch_size: int, dtype: tor
             logits = model.classify(xb) if images else model(xb)
         out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)
-
-
-@torch.no_grad()
-def _image_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of images already mapped by ``model.to_image`` (CPU)."""
-    model.eval()
-    out = [torch.softmax(model.classify(images[s:s + batch_size]).float(), dim=1).numpy()
-           for s in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 
 @torch.no_grad()
@@ -300,7 +292,7 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
             val_loss, total = float(host[0]), float(host[1])
             pred = proba_t.argmax(1).cpu().numpy()
         else:
-            proba = _image_proba(model, xv)
+            proba = predict_proba(model, xv, device=device, images=True)
             val_loss = float(eval_loss(torch.log(torch.as_tensor(proba).clamp_min(1e-12)), torch.as_tensor(y_val)))
             pred = proba.argmax(1)
         val_bacc = balanced_accuracy(y_val, pred)
