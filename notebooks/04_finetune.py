@@ -24,7 +24,7 @@
 # `PROFILE` chooses the protocol: `paper` is the STS paper's (its search space, 50 trials, 3-fold CV
 # with a held-out 20 % for early stopping, refit for the folds' mean epochs, 224/299 px, ImageNet
 # weights, seed 42); `gpu_small` a smaller GPU search; `cpu_small` the CPU configuration of the
-# committed demo figures (64/80 px, 15 epochs, 2 search trials); `cpu_fixed` that of the real datasets'
+# committed demo figures (64/80 px, 8 epochs, 2 search trials of 1 epoch); `cpu_fixed` that of the real datasets'
 # committed figures (the same sizes, fixed settings without a search, 12 epochs: 5 folds × 4 backbones
 # within 45 minutes on 2 cores). `auto` is `paper` on real data when a GPU is present, `cpu_fixed` on
 # real data without one, and `cpu_small` for demo. Every parameter set below (not `None`) overrides the profile.

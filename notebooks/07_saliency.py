@@ -17,8 +17,9 @@
 #
 # Attributions from captum on the test cells — the paper's gradient saliency, Integrated Gradients and
 # Grad-CAM on each backbone's last convolutional block — on the scalogram's own axes (time after the
-# stimulus onset in s, frequency in Hz, per image channel). Per class: the most confident correct test
-# cell (the paper's example), and the mean map over correctly classified test cells. A deletion test
+# stimulus onset in s, frequency in Hz, per image channel). Per class, among the explained test cells
+# (at most `MAX_TEST_CELLS`, the same number per class): the most confident correct one (the paper's
+# example), and the mean map over the correctly classified ones. A deletion test
 # measures whether the maps are faithful: removing the top-attributed pixels should hurt the model more
 # than removing random ones.
 
@@ -29,8 +30,8 @@ DATA_DIR = None
 FIGURES_DIR = None
 BACKBONES = ["resnet18", "inception_v3", "densenet121", "mobilenet_v2"]
 METHODS = ["saliency", "integrated_gradients", "gradcam"]
-IG_STEPS = 32
-MAX_TEST_CELLS = 200     # cells used for class means and the deletion test
+IG_STEPS = 16           # Integrated Gradients path steps
+MAX_TEST_CELLS = 48      # test cells explained (an equal share per class): class means and the deletion test
 DEVICE = None
 
 # %%

@@ -30,7 +30,7 @@ DATA_DIR = None
 FIGURES_DIR = None
 BACKBONES = ["resnet18", "inception_v3", "densenet121", "mobilenet_v2"]
 N_ITER = 30              # LightGBM search trials of the same-input baseline
-FUSION_FOLDS = 3         # inner folds of the CNN's out-of-fold probabilities and of the stacking
+FUSION_FOLDS = 2         # inner folds of the CNN's out-of-fold probabilities and of the stacking
 N_RESAMPLES = 10000      # paired permutation test
 DEVICE = None
 
@@ -63,7 +63,8 @@ page.figure(plots.paired_differences_figure(result.paired, f"Paired comparisons 
 
 # %% [markdown]
 # ## Learning curve
-# The best CNN and the same-input feature model trained on nested stratified subsets of the training cells.
+# The best CNN and the same-input feature model trained on nested stratified subsets of the training cells
+# (on all of them the CNN is the model of notebook 04 itself, scored on the same test cells: no refit).
 
 # %%
 page.table(result.learning_curve, "learning_curve", "Balanced accuracy against training cells")

@@ -86,7 +86,7 @@ class ComparisonResult:
 
 
 def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLike | None = None, n_iter: int = 30,
-                   fusion_folds: int = 3, fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0), seed: int = 0,
+                   fusion_folds: int = 2, fractions: tuple[float, ...] = (0.25, 0.5, 1.0), seed: int = 0,
                    n_resamples: int = 10000, device: str | None = None, progress: bool = True) -> ComparisonResult:
     """Same-input baseline, fusion, paired comparisons and learning curves on ``splits.csv`` (repeat 0 for
     fusion and the learning curve; every repeat for the baseline and the paired tests)."""
@@ -127,7 +127,8 @@ def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLi
     all_predictions = pd.concat([predictions, same, fusion], ignore_index=True)
 
     paired = paired_table(all_predictions, best_cnn, n_train=len(ytr), n_resamples=n_resamples, seed=seed)
-    curve = learning_curve(store, cfg, best_cnn, best_params, Xtr, ytr, ids_tr, Xte, yte, ids_te, fractions, seed)
+    curve = learning_curve(store, cfg, best_cnn, best_params, Xtr, ytr, ids_tr, Xte, yte, ids_te, fractions, seed,
+                           full_proba=cnn_test)
     summary = summary_table(all_predictions, seed)
     return ComparisonResult(all_predictions, paired, curve, summary, description, best_cnn,
                             {"n_features": int(Xtr.shape[1]), "fusion_folds": fusion_folds})
@@ -187,8 +188,12 @@ def paired_table(predictions: pd.DataFrame, best_cnn: str, n_train: float, n_res
 
 def learning_curve(store: ScalogramStore, cfg: TrainConfig, backbone: str, lgbm_params: dict, Xtr: pd.DataFrame,
                    ytr: np.ndarray, ids_tr: pd.Series, Xte: pd.DataFrame, yte: np.ndarray, ids_te: pd.Series,
-                   fractions: tuple[float, ...], seed: int = 0) -> pd.DataFrame:
-    """Balanced accuracy of the best CNN and of the same-input LightGBM on nested subsets of the training cells."""
+                   fractions: tuple[float, ...], seed: int = 0, full_proba: np.ndarray | None = None) -> pd.DataFrame:
+    """Balanced accuracy of the best CNN and of the same-input LightGBM on nested subsets of the training cells.
+
+    ``full_proba``: the test-cell probabilities of the CNN already trained on every training cell with
+    ``cfg`` (notebook 04's model); the subset of all training cells then uses them instead of a refit.
+    """
     train = pd.DataFrame({"specimen_id": np.asarray(ids_tr), "label": [CLASSES[i] for i in ytr]})
     subsets = learning_curve_subsets(train, fractions, seed)
     x_train = as_tensor(store.images[store.rows(ids_tr)])
@@ -200,7 +205,10 @@ def learning_curve(store: ScalogramStore, cfg: TrainConfig, backbone: str, lgbm_
         lgbm = make_lgbm(lgbm_params, seed).fit(Xtr.iloc[idx], ytr[idx])
         rows.append({"model": SAME_INPUT, "fraction": fraction, "n_train": len(idx),
                      "balanced_accuracy": balanced_accuracy(yte, lgbm.predict(Xte[Xtr.columns]))})
-        proba = cnn_fit_predict(x_train[idx], ytr[idx], x_test, cfg)
+        if full_proba is not None and len(idx) == len(ytr):
+            proba = full_proba
+        else:
+            proba = cnn_fit_predict(x_train[idx], ytr[idx], x_test, cfg)
         rows.append({"model": backbone, "fraction": fraction, "n_train": len(idx),
                      "balanced_accuracy": balanced_accuracy(yte, proba.argmax(1))})
     return pd.DataFrame(rows)

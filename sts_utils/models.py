@@ -118,8 +118,7 @@ class ScalogramClassifier(nn.Module):
 
     def classify(self, img: torch.Tensor) -> torch.Tensor:
         """Logits of images already mapped by :meth:`to_image` (training resizes its set once, not per batch)."""
-        if img.is_cuda:
-            img = img.contiguous(memory_format=torch.channels_last)
+        img = img.contiguous(memory_format=torch.channels_last)
         out = self.backbone(img)
         return out.logits if hasattr(out, "logits") else out
 
@@ -203,7 +202,9 @@ def build_model(backbone: str, pretrained: str = "auto", image_size: int | None 
             p.requires_grad_(False)
         for p in head_module(model, backbone).parameters():
             p.requires_grad_(True)
-    net = ScalogramClassifier(model, backbone, image_size, channel_map, freeze)
+    # NHWC on every device: oneDNN's CPU convolutions are faster on it as cuDNN's are (one training step at
+    # 64 px on 2 CPU cores: densenet121 -14 %, inception_v3 -15 %, mobilenet_v2 -37 %, resnet18 unchanged)
+    net = ScalogramClassifier(model, backbone, image_size, channel_map, freeze).to(memory_format=torch.channels_last)
     info = ModelInfo(backbone=backbone, weights="imagenet" if use_imagenet else "random", pretrained_requested=pretrained,
                      warning=warning, image_size=image_size, dropout=dropout, freeze=freeze, channel_map=tuple(channel_map))
     return net, info

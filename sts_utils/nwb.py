@@ -18,9 +18,11 @@ and ``stimulus/presentation/Sweep_N`` with ``aibs_stimulus_name``/``aibs_stimulu
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,8 +69,23 @@ def write_nwb2_cell(
     notes
         JSON-serialisable metadata stored in ``NWBFile.notes`` (e.g. that the cell is simulated).
     """
+    from pynwb import NWBHDF5IO
+
+    nwb = build_nwb2_cell(specimen_id, sweeps, sampling_rate_hz, subject_id, description, notes)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb, cache_spec=False)
+        with h5py.File(tmp, "r+") as f:
+            _copy_cached_spec(f)
+    return path
+
+
+def build_nwb2_cell(specimen_id: int, sweeps: list[dict], sampling_rate_hz: float, subject_id: str, description: str,
+                    notes: dict | None = None):
+    """The in-memory ``pynwb.NWBFile`` that :func:`write_nwb2_cell` writes (same parameters)."""
     from hdmf.backends.hdf5.h5_utils import H5DataIO
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBFile
     from pynwb.file import Subject
     from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, SweepTable
 
@@ -107,11 +124,33 @@ def write_nwb2_cell(
         nwb.add_stimulus(stim, use_sweep_table=True)
         nwb.add_acquisition(resp, use_sweep_table=True)
         nwb.add_intracellular_recording(electrode=electrode, stimulus=stim, response=resp)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
+    return nwb
+
+
+@functools.cache
+def _spec_template() -> Path:
+    """An NWB file with pynwb's cached namespaces, written once per process (kept until exit)."""
+    from pynwb import NWBHDF5IO, NWBFile
+
+    folder = tempfile.TemporaryDirectory(prefix="sts-nwb-spec-")
+    _spec_template.folder = folder  # the folder lives as long as the cache entry
+    path = Path(folder.name) / "spec.nwb"
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(NWBFile(session_description="spec", identifier="spec",
+                         session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc)), cache_spec=True)
     return path
+
+
+def _copy_cached_spec(f: h5py.File) -> None:
+    """Put the cached specifications into ``f`` the way hdmf does (group ``specifications``, root ``.specloc``).
+
+    hdmf rebuilds the namespace specs from Python objects for every file it writes (about 40 % of a
+    simulated cell's write time); they are the same for every file of one pynwb install, so they are
+    written once and copied as HDF5 groups.
+    """
+    with h5py.File(_spec_template(), "r") as template:
+        template.copy(template["specifications"], f, name="specifications")
+    f.attrs[".specloc"] = f["specifications"].ref
 
 
 def _attr_str(value) -> str:

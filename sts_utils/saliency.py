@@ -35,11 +35,12 @@ DELETION_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0
 
 
 def attribute(model, x: torch.Tensor, target: torch.Tensor | np.ndarray | list[int], method: str,
-              ig_steps: int = 32, batch_size: int = 16) -> np.ndarray:
+              ig_steps: int = 16, batch_size: int = 16, ig_internal_batch_size: int = 64) -> np.ndarray:
     """Attributions with the input's shape (cells x channels x scales x times), float32.
 
     ``saliency`` and ``gradcam`` are non-negative; ``integrated_gradients`` is signed (positive =
-    evidence for the target class).
+    evidence for the target class). ``ig_internal_batch_size`` images (cells x path steps) go through
+    the model at once for Integrated Gradients.
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
@@ -54,7 +55,7 @@ def attribute(model, x: torch.Tensor, target: torch.Tensor | np.ndarray | list[i
             a = Saliency(model).attribute(xb, target=tb, abs=True)
         elif method == "integrated_gradients":
             a = IntegratedGradients(model).attribute(xb, baselines=torch.zeros_like(xb), target=tb, n_steps=ig_steps,
-                                                     internal_batch_size=batch_size)
+                                                     internal_batch_size=ig_internal_batch_size)
         else:
             layer = last_conv_block(model)
             cam = LayerGradCam(model, layer).attribute(xb, target=tb, relu_attributions=True)
@@ -123,33 +124,50 @@ def describe_map(m: np.ndarray, freqs_hz: np.ndarray, times_s: np.ndarray, stim_
     }
 
 
-def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: float = 0.0) -> np.ndarray:
-    """Copy of ``x`` with each cell's top ``fraction`` of pixels (by ``ranking``, all channels) set to ``baseline``."""
+def pixel_order(ranking: np.ndarray) -> np.ndarray:
+    """Per cell, the flat pixel indices from the highest ``ranking`` down (ties: lower index first)."""
+    flat = ranking.reshape(len(ranking), -1)
+    return np.argsort(-flat, axis=1, kind="stable")
+
+
+def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: float = 0.0,
+               order: np.ndarray | None = None) -> np.ndarray:
+    """Copy of ``x`` with each cell's top ``fraction`` of pixels (by ``ranking``, all channels) set to ``baseline``.
+
+    ``order`` (:func:`pixel_order` of ``ranking``) may be passed to reuse one sort for several fractions.
+    """
     out = x.copy()
     n_pix = int(np.prod(x.shape[1:]))
     k = int(round(fraction * n_pix))
     if k == 0:
         return out
+    order = pixel_order(ranking) if order is None else order
     flat = out.reshape(len(x), -1)
-    idx = np.argpartition(-ranking.reshape(len(x), -1), k - 1, axis=1)[:, :k]
-    np.put_along_axis(flat, idx, baseline, axis=1)
+    np.put_along_axis(flat, order[:, :k], baseline, axis=1)
     return flat.reshape(x.shape)
 
 
 def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fractions=DELETION_FRACTIONS,
-                   baseline: float = 0.0, seed: int = 0, random_curve: pd.DataFrame | None = None) -> pd.DataFrame:
+                   baseline: float = 0.0, seed: int = 0, random_curve: pd.DataFrame | None = None,
+                   intact_proba: np.ndarray | None = None) -> pd.DataFrame:
     """True-class probability and balanced accuracy after deleting top-attributed vs random pixels.
 
     The random curve depends only on the model, the cells and ``seed``: pass the ``random`` rows of an
     earlier call on the same model and cells as ``random_curve`` to reuse them instead of recomputing.
+    ``intact_proba`` (the model's probabilities of ``x`` itself) serves every fraction that deletes nothing.
     """
     rows = []
     kinds = [("attribution", attr)]
     if random_curve is None:
         kinds.append(("random", np.random.default_rng(seed).random(attr.shape).astype(np.float32)))
+    n_pix = int(np.prod(x.shape[1:]))
     for kind, rank in kinds:
+        order = pixel_order(rank)
         for f in fractions:
-            p = predict_proba(model, delete_top(x, rank, f, baseline))
+            if int(round(f * n_pix)) == 0 and intact_proba is not None:
+                p = intact_proba
+            else:
+                p = predict_proba(model, delete_top(x, rank, f, baseline, order=order))
             rows.append({"deleted": kind, "fraction": f, "p_true": float(p[np.arange(len(y)), y].mean()),
                          "balanced_accuracy": balanced_accuracy(y, p.argmax(1))})
     curve = pd.DataFrame(rows)
@@ -192,13 +210,26 @@ class SaliencyResult:
     backbones: list = field(default_factory=list)
 
 
+def explained_cells(pred: pd.DataFrame, max_cells: int) -> pd.DataFrame:
+    """The test cells to explain: all of them when at most ``max_cells``, else an equal share of each class.
+
+    Within a class the cells are taken in specimen order (deterministic, no sampling); the rows come
+    back in specimen order.
+    """
+    pred = pred.sort_values("specimen_id")
+    if len(pred) <= max_cells:
+        return pred
+    per_class = max(1, max_cells // max(1, pred["true"].nunique()))
+    return pred.groupby("true", sort=True).head(per_class).sort_values("specimen_id")
+
+
 def explain_backbones(dataset: str, backbones: list[str], data_dir: str | os.PathLike | None = None,
-                      methods: list[str] = list(METHODS), ig_steps: int = 32, max_test_cells: int = 200, seed: int = 0,
+                      methods: list[str] = list(METHODS), ig_steps: int = 16, max_test_cells: int = 48, seed: int = 0,
                       device: str | None = None) -> SaliencyResult:
     """Attributions of every trained backbone on its test cells (repeat 0), and the deletion test.
 
-    Reads ``predictions.csv`` (notebook 06) for the test cells and their predictions; cells are taken
-    in specimen order, at most ``max_test_cells``.
+    Reads ``predictions.csv`` (notebook 06) for the test cells and their predictions; at most
+    ``max_test_cells`` of them, the same number per class (:func:`explained_cells`).
     """
     ddir = dataset_dir(dataset, data_dir)
     store = ScalogramStore.load(dataset, data_dir)
@@ -209,19 +240,20 @@ def explain_backbones(dataset: str, backbones: list[str], data_dir: str | os.Pat
     curves, readings = [], []
     for backbone in result.backbones:
         model, _ = load_checkpoint(model_dir(dataset, backbone, data_dir), dev)
-        pred = predictions[(predictions.model == backbone) & (predictions.repeat == 0)].sort_values("specimen_id")
-        pred = pred.merge(store.index[["specimen_id", "row"]], on="specimen_id").head(max_test_cells)
+        pred = explained_cells(predictions[(predictions.model == backbone) & (predictions.repeat == 0)], max_test_cells)
+        pred = pred.merge(store.index[["specimen_id", "row"]], on="specimen_id")
         x = np.asarray(store.images[pred["row"].to_numpy()], dtype=np.float32)
         y = np.array([CLASSES.index(c) for c in pred["true"]])
         correct = (pred["true"] == pred["pred"]).to_numpy()
         examples = example_cells(pred)
         random_curve = None  # deleting random pixels does not depend on the method: computed once per backbone
+        intact = predict_proba(model, x)
         for method in methods:
             attr = attribute(model, x, y, method, ig_steps=ig_steps)
             means = class_mean_maps(attr, list(pred["true"]), correct)
             ex = {c: attr[pred["specimen_id"].to_numpy() == sid][0] for c, sid in examples.items()}
             result.maps[(backbone, method)] = {"mean": means, "example": ex, "example_ids": examples}
-            curve = deletion_curve(model, x, y, attr, seed=seed, random_curve=random_curve)
+            curve = deletion_curve(model, x, y, attr, seed=seed, random_curve=random_curve, intact_proba=intact)
             random_curve = curve[curve.deleted == "random"]
             curves.append(curve.assign(backbone=backbone, method=method))
             for c, m in means.items():

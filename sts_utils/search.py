@@ -125,7 +125,7 @@ PROFILES: dict[str, dict] = {
     # all four backbones within minutes on 2 CPU cores, with a 2-trial search: the committed demo figures
     "cpu_small": {**_PROTOCOL_COMPENDIUM,
              "image_size": {"resnet18": 64, "inception_v3": 80, "densenet121": 64, "mobilenet_v2": 64},
-             "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 4},
+             "epochs": 8, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 1},
     # real data on a CPU: cpu_small's sizes with the profile's fixed settings (no search) and at most 12 epochs,
     # so that 5 folds x 4 backbones of teeter2018 (make paper) fit within 45 minutes on 2 CPU cores
     "cpu_fixed": {**_PROTOCOL_COMPENDIUM,
@@ -549,10 +549,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def cli_overrides(args: argparse.Namespace) -> dict:
+    """The settings a command line asks for: its ``--param`` values and the options ``--n-trials``/``--pruner``.
+
+    An option that is not given leaves the ``--param`` value (or the profile's) alone; an option that
+    contradicts a ``--param`` of the same setting is refused, never silently preferred.
+    """
+    overrides = dict(parse_param(p) for p in args.param)
+    for key, option in (("n_trials", "--n-trials"), ("pruner", "--pruner")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key in overrides and overrides[key] != value:
+            raise SystemExit(f"{option} {value} and --param {key.upper()}={overrides[key]} disagree: give the setting once")
+        overrides[key] = value
+    return overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = dict(parse_param(p) for p in args.param)
-    overrides.update({"n_trials": args.n_trials, "pruner": args.pruner})
+    overrides = cli_overrides(args)
     gpus = visible_gpus()
     run = resolve_profile(args.profile, args.dataset, args.backbone, overrides, cuda_available=bool(gpus),
                           default_seed=args.seed)

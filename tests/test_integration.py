@@ -61,6 +61,11 @@ def test_tiny_paper_outputs_and_timings(tiny):
         assert (tiny / "build" / "demo" / f"{nb}.ipynb").exists(), nb
     timings = pd.read_csv(tiny / "build" / "demo" / "timings.csv")
     assert set(notebooks) <= set(timings["page"]) and (timings["seconds"] > 0).all()
+    # page 08's learning curve ends on notebook 04's model itself: its last CNN point is that model's score
+    curve = pd.read_csv(figs / "learning_curve.csv")
+    cnn_end = curve[(curve.model != "lightgbm_same_input") & (curve.fraction == 1.0)].iloc[0]
+    row = table.set_index("model").loc[cnn_end.model]
+    assert abs(cnn_end.balanced_accuracy - row.balanced_accuracy) < 1e-9
 
 
 def test_every_page_shows_its_figures_without_progress_bars_or_paths(tiny):

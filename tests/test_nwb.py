@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sts_utils.errors import RecordingError
-from sts_utils.nwb import (load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
-                           read_nwb2_sweep_table, write_nwb1_cell)
+from sts_utils.nwb import (build_nwb2_cell, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
+                           read_nwb2_sweep_table, write_nwb1_cell, write_nwb2_cell)
 from sts_utils.recordings import scan_recordings
 
 
@@ -50,6 +50,44 @@ def test_demo_file_reads_with_ipfx(demo_file):
     np.testing.assert_allclose(sw.v, ours.v_mv)
     np.testing.assert_allclose(sw.i, ours.i_pa)
     assert sw.sampling_rate == 50_000
+
+
+def _h5_tree(group: h5py.Group) -> dict:
+    """Every dataset's bytes and every attribute below ``group``, by path (object references as their target)."""
+    out = {}
+
+    def value(v):
+        return group.file[v].name if isinstance(v, h5py.Reference) else (v.tolist() if isinstance(v, np.ndarray) else v)
+
+    def visit(name, obj):
+        out[name] = ({k: value(v) for k, v in obj.attrs.items()},
+                     obj[()] if isinstance(obj, h5py.Dataset) else None)
+    group.visititems(visit)
+    return out
+
+
+def test_cell_files_carry_the_spec_hdmf_would_cache(tmp_path):
+    """write_nwb2_cell copies pynwb's cached namespaces instead of letting hdmf rebuild them per file;
+    the file must hold exactly what hdmf's own ``cache_spec=True`` writes, and still read by its own spec."""
+    from pynwb import NWBHDF5IO
+
+    rate = 10_000.0
+    i = np.r_[np.zeros(2000), np.full(8000, 120.0)]
+    sweeps = [{"sweep_number": 1, "v_mv": -70 + 0.02 * i, "i_pa": i, "stimulus_code": "X4PS_SupraThresh"}]
+    args = (7, sweeps, rate, "7", "spec test")
+    fast = write_nwb2_cell(tmp_path / "fast.nwb", *args)
+    with NWBHDF5IO(str(tmp_path / "hdmf.nwb"), "w") as io:
+        io.write(build_nwb2_cell(*args), cache_spec=True)
+    with h5py.File(fast) as f, h5py.File(tmp_path / "hdmf.nwb") as g:
+        assert f[f.attrs[".specloc"]].name == g[g.attrs[".specloc"]].name == "/specifications"
+        ours, theirs = _h5_tree(f["specifications"]), _h5_tree(g["specifications"])
+        assert ours.keys() == theirs.keys() and {"core", "hdmf-common"} <= set(f["specifications"])
+        for name in theirs:
+            assert ours[name][0] == theirs[name][0], name
+            assert ours[name][1] == theirs[name][1], name
+    assert set(NWBHDF5IO.get_namespaces(str(fast))) == set(NWBHDF5IO.get_namespaces(str(tmp_path / "hdmf.nwb")))
+    with NWBHDF5IO(str(fast), "r", load_namespaces=True) as io:
+        assert len(io.read().acquisition) == 1
 
 
 def test_nwb1_reader_on_allen_layout(tmp_path):

@@ -91,3 +91,45 @@ def test_reused_random_curve_equals_a_recomputed_one(toy):
     fresh = saliency.deletion_curve(model, x, y, b, fractions=(0.0, 0.1), seed=2)
     import pandas as pd
     pd.testing.assert_frame_equal(reused.reset_index(drop=True), fresh.reset_index(drop=True))
+
+
+def test_delete_top_removes_exactly_the_highest_ranked_pixels():
+    rng = np.random.default_rng(1)
+    x = rng.random((3, 2, 5, 7)).astype(np.float32) + 1.0
+    ranking = rng.random(x.shape).astype(np.float32)
+    ranking[0, 0, 0, :3] = 5.0  # ties at the top: all three go before any other pixel
+    order = saliency.pixel_order(ranking)
+    for fraction in (0.0, 0.04, 0.2, 0.5, 1.0):
+        out = saliency.delete_top(x, ranking, fraction, baseline=-1.0)
+        k = int(round(fraction * x[0].size))
+        assert ((out == -1.0).reshape(3, -1).sum(1) == k).all()
+        for c in range(3):
+            deleted = (out[c] == -1.0)
+            if 0 < k < x[0].size:  # every deleted pixel outranks every kept one
+                assert ranking[c][deleted].min() >= ranking[c][~deleted].max()
+        np.testing.assert_array_equal(out, saliency.delete_top(x, ranking, fraction, baseline=-1.0, order=order))
+    assert (saliency.delete_top(x, ranking, 0.1)[0, 0, 0, :3] == 0).all()
+
+
+def test_deletion_curve_with_the_intact_probabilities_equals_one_without(toy):
+    model, x, _ = toy
+    y = np.zeros(len(x), dtype=int)
+    a = saliency.attribute(model, x, y, "saliency")
+    intact = saliency.predict_proba(model, x)
+    fast = saliency.deletion_curve(model, x, y, a, fractions=(0.0, 0.1), seed=2, intact_proba=intact)
+    slow = saliency.deletion_curve(model, x, y, a, fractions=(0.0, 0.1), seed=2)
+    import pandas as pd
+    pd.testing.assert_frame_equal(fast, slow)
+
+
+def test_explained_cells_take_an_equal_share_of_each_class_in_specimen_order():
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    labels = ["Pvalb"] * 30 + ["Sst"] * 5 + ["Vip/Lamp5"] * 20 + ["Excitatory"] * 25
+    pred = pd.DataFrame({"specimen_id": rng.permutation(1000)[:80], "true": labels})
+    out = saliency.explained_cells(pred, 40)
+    assert out["true"].value_counts().to_dict() == {"Pvalb": 10, "Sst": 5, "Vip/Lamp5": 10, "Excitatory": 10}
+    assert list(out["specimen_id"]) == sorted(out["specimen_id"])
+    for c, g in out.groupby("true"):  # the lowest specimen ids of each class
+        assert set(g.specimen_id) == set(pred[pred.true == c].nsmallest(len(g), "specimen_id").specimen_id)
+    assert len(saliency.explained_cells(pred, 200)) == 80

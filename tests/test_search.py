@@ -68,7 +68,7 @@ def test_demo_profile_keeps_the_committed_settings():
     assert run["profile"] == "cpu_small" and run["image_size"] == 80
     assert {k: run[k] for k in ("epochs", "batch_size", "lr", "patience", "n_trials", "n_folds", "trial_epochs", "lr_decay",
                                 "decay_period", "dropout", "class_weights", "val_fraction", "lr_schedule")} == {
-        "epochs": 15, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 4,
+        "epochs": 8, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 1,
         "lr_decay": 0.5, "decay_period": 5, "dropout": 0.0, "class_weights": True, "val_fraction": 0.15,
         "lr_schedule": "step"}
     assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=True)["profile"] == "paper"
@@ -155,3 +155,21 @@ def test_search_module_loads_without_torch_and_has_help():
     out = subprocess.run([sys.executable, "-m", "sts_utils.search", "--help"], env=env(), capture_output=True, text=True,
                          check=True).stdout
     assert "--n-workers" in out and "--storage" in out
+
+
+def test_command_line_trial_count_and_pruner_are_used_or_refused():
+    """`make search N_TRIALS=4` passes --param N_TRIALS=4: it must win over the profile, not be reset to it."""
+    def settings(*argv):
+        args = search.build_parser().parse_args(["--dataset", "demo", "--backbone", "resnet18", *argv])
+        return search.resolve_profile("cpu_small", "demo", "resnet18", search.cli_overrides(args))
+
+    assert settings()["n_trials"] == search.PROFILES["cpu_small"]["n_trials"]
+    assert settings("--param", "N_TRIALS=4")["n_trials"] == 4
+    assert settings("--n-trials", "5")["n_trials"] == 5
+    assert settings("--param", "N_TRIALS=4", "--n-trials", "4")["n_trials"] == 4
+    assert settings("--param", "PRUNER=hyperband")["pruner"] == "hyperband"
+    assert settings("--pruner", "median")["pruner"] == "median"
+    with pytest.raises(SystemExit, match=r"--n-trials 5 and --param N_TRIALS=4 disagree"):
+        settings("--param", "N_TRIALS=4", "--n-trials", "5")
+    with pytest.raises(SystemExit, match=r"--pruner median and --param PRUNER=hyperband disagree"):
+        settings("--param", "PRUNER=hyperband", "--pruner", "median")
