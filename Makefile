@@ -22,8 +22,13 @@ FIGURES_DIR ?= figures
 BACKBONE ?= resnet18
 BACKBONES ?= resnet18 inception_v3 densenet121 mobilenet_v2
 
-D := $(DATA_DIR)/$(DATASET)
 BUILD_DIR ?= build
+# make splits file names at spaces, so a folder with one cannot be a target: refused before anything runs
+# (not written into ./data by half-parsed paths)
+$(foreach v,DATA_DIR FIGURES_DIR BUILD_DIR DATASET,$(if $(word 2,$($(v))),$(error $(v)="$($(v))" has a space, \
+	which make cannot use in file names; give a path without spaces, e.g. a link: ln -s "$($(v))" ~/sts-link \
+	and $(v)=~/sts-link)))
+D := $(DATA_DIR)/$(DATASET)
 B := $(BUILD_DIR)/$(DATASET)
 F := $(FIGURES_DIR)/$(DATASET)
 

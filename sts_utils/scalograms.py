@@ -82,8 +82,9 @@ class ScalogramParams:
                              "and need channels 0 and 1")
         object.__setattr__(self, "offsets_pa", offsets)
         for name in ("n_times", "n_scales", "store_times"):
-            if int(getattr(self, name)) < 2:
-                raise ValueError(f"{name.upper()} must be >= 2, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+                raise ValueError(f"{name.upper()} must be a whole number >= 2, got {value!r}")
         if self.store_times > self.n_times:
             raise ValueError(f"STORE_TIMES ({self.store_times}) cannot exceed N_TIMES ({self.n_times})")
         if self.pre_s < 0 or self.post_s < 0:

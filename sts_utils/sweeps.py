@@ -160,8 +160,11 @@ def find_rheobase(sweeps: pd.DataFrame) -> tuple[float, int]:
 
 
 def check_offsets(offsets_pa) -> tuple[float, ...]:
-    """Offsets above rheobase (pA): finite, >= 0, distinct, at least one."""
-    offsets = tuple(float(o) for o in offsets_pa)
+    """Offsets above rheobase (pA): numbers, finite, >= 0, distinct, at least one."""
+    try:
+        offsets = tuple(float(o) for o in offsets_pa)
+    except (TypeError, ValueError):
+        raise ValueError(f"OFFSETS_PA must be a list of numbers in pA, e.g. [40, 50], got {offsets_pa!r}") from None
     if not offsets:
         raise ValueError("OFFSETS_PA must name at least one offset above rheobase (pA), e.g. [40, 50]")
     if any(not np.isfinite(o) or o < 0 for o in offsets):

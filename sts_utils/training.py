@@ -91,8 +91,12 @@ class TrainConfig:
     def __post_init__(self):
         check_backbone(self.backbone)
         self.channel_map = tuple(int(c) for c in self.channel_map)
-        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1 or self.decay_period < 1:
-            raise ValueError("batch_size, epochs, patience and decay_period must be >= 1")
+        for name in ("batch_size", "epochs", "patience", "decay_period"):  # each named alone, by its parameter
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name.upper()} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.lr, (int, float)) or not isinstance(self.lr_decay, (int, float)):
+            raise ValueError(f"LR and LR_DECAY must be numbers, got {self.lr!r}, {self.lr_decay!r}")
         if not self.lr > 0 or not 0 <= self.lr_decay <= 1:
             raise ValueError(f"need lr > 0 and 0 <= lr_decay <= 1 (0: no decay), got {self.lr}, {self.lr_decay}")
         if not 0 < self.val_fraction < 1:

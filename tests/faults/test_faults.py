@@ -30,6 +30,7 @@ from sts_utils.scalograms import ScalogramParams, compute_scalograms
 from sts_utils.splits import make_splits
 from sts_utils.store import ScalogramStore
 from sts_utils.tables import read_sweeps
+from sts_utils.training import TrainConfig
 from tests.conftest import ROOT
 from tests.faults.conftest import snapshot
 
@@ -200,6 +201,10 @@ def test_make_splits_that_fails_its_checks_writes_no_splits_csv(demo_copy):
 @pytest.mark.parametrize("kwargs, names", [
     ({"f_min_hz": -5}, ["F_MIN_HZ"]),
     ({"offsets_pa": (50,)}, ["OFFSETS_PA", "2 offsets"]),
+    # issue 26, item 6: these were int()/float() tracebacks, or silently accepted (12.5)
+    ({"n_scales": "abc"}, ["N_SCALES", "whole number", "'abc'"]),
+    ({"n_scales": 12.5}, ["N_SCALES", "whole number", "12.5"]),
+    ({"offsets_pa": [40, "x"]}, ["OFFSETS_PA", "list of numbers", "'x'"]),
 ])
 def test_a_bad_parameter_is_one_line_naming_it(kwargs, names):
     with pytest.raises(ValueError) as err:
@@ -493,3 +498,37 @@ def test_an_interrupted_consolidation_leaves_no_store_that_loads_with_another_ru
     assert store.params["params"]["offsets_pa"] == [40.0, 50.0]
     assert (out / "scalograms.npy").read_bytes() == before["scalograms.npy"], \
         "index.csv and params.json describe the previous run, scalograms.npy holds the interrupted one's images"
+
+
+# ------------------------------------------------------------- a folder with a space (issue 26, item 4)
+
+@pytest.mark.parametrize("variable", ["DATA_DIR", "FIGURES_DIR", "BUILD_DIR"])
+def test_a_folder_with_a_space_is_refused_in_one_line_before_anything_runs(tmp_path, variable):
+    folder = tmp_path / "my data"
+    before = sorted(p.name for p in (ROOT / "data").iterdir()) if (ROOT / "data").exists() else []
+    r = subprocess.run(["make", "paper", f"{variable}={folder}", *TINY], cwd=ROOT, capture_output=True, text=True,
+                       env=child_env(), timeout=60)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f'{variable}="{folder}" has a space' in errors[0], r.stderr
+    assert "No rule to make target" not in r.stderr and "binary operator" not in r.stderr
+    assert not folder.exists() and r.stdout == ""  # nothing ran
+    after = sorted(p.name for p in (ROOT / "data").iterdir()) if (ROOT / "data").exists() else []
+    assert after == before
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"epochs": 0}, "EPOCHS must be a whole number >= 1, got 0"),
+    ({"batch_size": 0}, "BATCH_SIZE must be a whole number >= 1, got 0"),
+    ({"patience": 2.5}, "PATIENCE must be a whole number >= 1, got 2.5"),
+    ({"epochs": "abc"}, "EPOCHS must be a whole number >= 1, got 'abc'"),
+    ({"lr": "x"}, "LR and LR_DECAY must be numbers"),
+])
+def test_a_bad_training_setting_names_that_setting_alone(kwargs, expected):
+    """issue 26, item 6: EPOCHS=0 used to name four parameters at once; EPOCHS=abc was a TypeError."""
+    with pytest.raises(ValueError) as err:
+        TrainConfig(backbone="resnet18", **kwargs)
+    msg = one_line(err.value)
+    assert expected in msg
+    others = {"EPOCHS", "BATCH_SIZE", "PATIENCE", "DECAY_PERIOD"} - {next(iter(kwargs)).upper()}
+    assert not any(name in msg for name in others), msg
