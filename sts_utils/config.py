@@ -110,6 +110,17 @@ def simulated_tag(dataset: str) -> str:
     return " [SIMULATED demo cohort]" if dataset == "demo" else ""
 
 
+def check_whole_number(name: str, value, minimum: int) -> int:
+    """``value`` as an int when it is a whole number (not a bool, str or float) >= ``minimum``.
+
+    Raises a one-line ``ValueError`` naming the parameter ``name`` (its notebook spelling), its value
+    and what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and (if loaded) torch; return a fresh NumPy generator for the stage."""
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:

@@ -130,6 +130,11 @@ def pixel_order(ranking: np.ndarray) -> np.ndarray:
     return np.argsort(-flat, axis=1, kind="stable")
 
 
+def n_deleted(x: np.ndarray, fraction: float) -> int:
+    """How many pixels of each cell of ``x`` (all channels together) deleting ``fraction`` of them removes."""
+    return int(round(fraction * int(np.prod(x.shape[1:]))))
+
+
 def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: float = 0.0,
                order: np.ndarray | None = None) -> np.ndarray:
     """Copy of ``x`` with each cell's top ``fraction`` of pixels (by ``ranking``, all channels) set to ``baseline``.
@@ -137,8 +142,7 @@ def delete_top(x: np.ndarray, ranking: np.ndarray, fraction: float, baseline: fl
     ``order`` (:func:`pixel_order` of ``ranking``) may be passed to reuse one sort for several fractions.
     """
     out = x.copy()
-    n_pix = int(np.prod(x.shape[1:]))
-    k = int(round(fraction * n_pix))
+    k = n_deleted(x, fraction)
     if k == 0:
         return out
     order = pixel_order(ranking) if order is None else order
@@ -160,11 +164,10 @@ def deletion_curve(model, x: np.ndarray, y: np.ndarray, attr: np.ndarray, fracti
     kinds = [("attribution", attr)]
     if random_curve is None:
         kinds.append(("random", np.random.default_rng(seed).random(attr.shape).astype(np.float32)))
-    n_pix = int(np.prod(x.shape[1:]))
     for kind, rank in kinds:
         order = pixel_order(rank)
         for f in fractions:
-            if int(round(f * n_pix)) == 0 and intact_proba is not None:
+            if n_deleted(x, f) == 0 and intact_proba is not None:
                 p = intact_proba
             else:
                 p = predict_proba(model, delete_top(x, rank, f, baseline, order=order))

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .config import CLASSES, dataset_dir, logger, progress_stream
+from .config import CLASSES, check_whole_number, dataset_dir, logger, progress_stream
 from .cwt import TRANSFORM_VERSION, WAVELET, scalogram_image
 from .errors import SelectionError
 from .io import data_dir_lock, load_npy, save_npy_atomic, write_text_atomic
@@ -82,9 +82,7 @@ class ScalogramParams:
                              "and need channels 0 and 1")
         object.__setattr__(self, "offsets_pa", offsets)
         for name in ("n_times", "n_scales", "store_times"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
-                raise ValueError(f"{name.upper()} must be a whole number >= 2, got {value!r}")
+            check_whole_number(name.upper(), getattr(self, name), 2)
         if self.store_times > self.n_times:
             raise ValueError(f"STORE_TIMES ({self.store_times}) cannot exceed N_TIMES ({self.n_times})")
         if self.pre_s < 0 or self.post_s < 0:

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from . import search
-from .config import CLASSES, dataset_dir, logger, progress_stream, seed_everything
+from .config import CLASSES, check_whole_number, dataset_dir, logger, progress_stream, seed_everything
 from .io import file_sha256, write_csv_atomic
 from .metrics import balanced_accuracy
 from .models import build_model, check_backbone, get_device, model_dir, save_checkpoint
@@ -92,9 +92,7 @@ class TrainConfig:
         check_backbone(self.backbone)
         self.channel_map = tuple(int(c) for c in self.channel_map)
         for name in ("batch_size", "epochs", "patience", "decay_period"):  # each named alone, by its parameter
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name.upper()} must be a whole number >= 1, got {value!r}")
+            check_whole_number(name.upper(), getattr(self, name), 1)
         if not isinstance(self.lr, (int, float)) or not isinstance(self.lr_decay, (int, float)):
             raise ValueError(f"LR and LR_DECAY must be numbers, got {self.lr!r}, {self.lr_decay!r}")
         if not self.lr > 0 or not 0 <= self.lr_decay <= 1:
