@@ -505,9 +505,10 @@ def test_an_interrupted_consolidation_leaves_no_store_that_loads_with_another_ru
 @pytest.mark.parametrize("variable", ["DATA_DIR", "FIGURES_DIR", "BUILD_DIR"])
 def test_a_folder_with_a_space_is_refused_in_one_line_before_anything_runs(tmp_path, variable):
     folder = tmp_path / "my data"
+    # --no-print-directory: under `make test` this make is nested and would print "Entering directory"
     before = sorted(p.name for p in (ROOT / "data").iterdir()) if (ROOT / "data").exists() else []
-    r = subprocess.run(["make", "paper", f"{variable}={folder}", *TINY], cwd=ROOT, capture_output=True, text=True,
-                       env=child_env(), timeout=60)
+    r = subprocess.run(["make", "--no-print-directory", "paper", f"{variable}={folder}", *TINY], cwd=ROOT,
+                       capture_output=True, text=True, env=child_env(), timeout=60)
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and f'{variable}="{folder}" has a space' in errors[0], r.stderr
