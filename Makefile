@@ -89,7 +89,9 @@ lock:
 	$(PY) tools/sync_pins.py --lock $(LOCK)
 
 # ------------------------------------------------------------------------------------------- stages
-# A failed recipe deletes the target it was making, so a half-made stage never looks done.
+# A failed recipe deletes the target it was making, so a half-made stage never looks done; for a stage that
+# is the runner's job (--target: it removes the target only when its own failed run wrote it), never make's,
+# which would also delete a target that another run rewrote while this one was refused by the folder's lock.
 .DELETE_ON_ERROR:
 
 paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells
@@ -146,33 +148,38 @@ $(P)/04_finetune_%.json: FORCE | $(STAMP)
 FORCE:
 .PHONY: FORCE
 
+STAGE_TARGETS = $(D)/cells.csv $(D)/scalograms/index.csv $(D)/splits.csv $(D)/models/%/model.pt \
+	$(D)/baseline/predictions.csv $(F)/results_table.csv $(F)/deletion_table.csv $(F)/comparison_table.csv \
+	$(F)/new_cells_summary.csv
+.PRECIOUS: $(STAGE_TARGETS)
+
 $(D)/cells.csv: notebooks/01_data_acquisition.py $(DEPS_01_data_acquisition) $(P)/01_data_acquisition.json $(RAW_FILES) | $(STAMP)
-	$(RUN) $< $(B)/01_data_acquisition.ipynb $(PARAMS)
+	$(RUN) $< $(B)/01_data_acquisition.ipynb $(PARAMS) --target $@
 
 $(D)/scalograms/index.csv: notebooks/02_scalograms.py $(DEPS_02_scalograms) $(P)/02_scalograms.json $(D)/cells.csv | $(STAMP)
-	$(RUN) $< $(B)/02_scalograms.ipynb $(PARAMS)
+	$(RUN) $< $(B)/02_scalograms.ipynb $(PARAMS) --target $@
 
 $(D)/splits.csv: notebooks/03_splitting.py $(DEPS_03_splitting) $(P)/03_splitting.json $(D)/scalograms/index.csv | $(STAMP)
-	$(RUN) $< $(B)/03_splitting.ipynb $(PARAMS)
+	$(RUN) $< $(B)/03_splitting.ipynb $(PARAMS) --target $@
 
 $(D)/models/%/model.pt: notebooks/04_finetune.py $(DEPS_04_finetune) $(P)/04_finetune_%.json $(D)/splits.csv | $(STAMP)
-	$(RUN) $< $(B)/04_finetune_$*.ipynb $(PARAMS) -p BACKBONE $*
+	$(RUN) $< $(B)/04_finetune_$*.ipynb $(PARAMS) -p BACKBONE $* --target $@
 
 $(D)/baseline/predictions.csv: notebooks/05_baseline.py $(DEPS_05_baseline) $(P)/05_baseline.json $(D)/splits.csv | $(STAMP)
-	$(RUN) $< $(B)/05_baseline.ipynb $(PARAMS)
+	$(RUN) $< $(B)/05_baseline.ipynb $(PARAMS) --target $@
 
 # the results table has a row per backbone and one for the LightGBM baseline
 $(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testing.json $(MODEL_FILES) $(D)/baseline/predictions.csv | $(STAMP)
-	$(RUN) $< $(B)/06_testing.ipynb $(PARAMS) $(BACKBONES_PARAM)
+	$(RUN) $< $(B)/06_testing.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 $(F)/deletion_table.csv: notebooks/07_saliency.py $(DEPS_07_saliency) $(P)/07_saliency.json $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM)
+	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 $(F)/comparison_table.csv: notebooks/08_comparison.py $(DEPS_08_comparison) $(P)/08_comparison.json $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/08_comparison.ipynb $(PARAMS) $(BACKBONES_PARAM)
+	$(RUN) $< $(B)/08_comparison.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 $(F)/new_cells_summary.csv: notebooks/09_new_cells.py $(DEPS_09_new_cells) $(P)/09_new_cells.json $(MODEL_FILES) $(D)/cells.csv $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/09_new_cells.ipynb $(PARAMS) $(BACKBONES_PARAM)
+	$(RUN) $< $(B)/09_new_cells.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 # Model bundles (state dict, bundle.json, MODEL_CARD.md) and new recordings classified by them
 #   make export DATASET=demo BACKBONE=resnet18|all [OUT=folder]

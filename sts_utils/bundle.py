@@ -9,12 +9,14 @@ into ``data/<dataset>/bundles/<backbone>/`` with what is needed to use it anywhe
     the architecture (backbone, image size, channel map, dropout, freeze, weights it started from),
     the class order, the scalogram parameters the model was trained on (the store's ``params.json``
     ``params`` block, the analysed window, the frequency axis and :data:`sts_utils.cwt.TRANSFORM_VERSION`),
-    the training set (dataset, cells per class, split repeat, profile), its test metrics and the
-    SHA-256 of ``model.pt``.
+    the training set (dataset, cells per class, split repeat, profile), its test metrics, the
+    SHA-256 of ``model.pt`` and, as ``bundle_sha256``, the SHA-256 of everything else in the file
+    (:func:`card_digest`), so that an edited setting is refused as surely as an edited model.
 ``MODEL_CARD.md``
     the same for a reader, in a few lines.
 
-:func:`load_bundle` checks ``model.pt`` against the hash in ``bundle.json`` and rebuilds the model.
+:func:`read_card` checks ``bundle.json`` against its own digest, :func:`load_bundle` also ``model.pt``
+against its hash, and rebuilds the model.
 :func:`check_compatible` is the rule by which :mod:`sts_utils.predict` refuses to mix bundles made on
 different scalogram settings, or to apply one to data of another kind.
 
@@ -26,6 +28,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -45,13 +48,14 @@ from .errors import BundleError, MissingArtifactError, TableError
 from .evaluation import predict_test_split
 from .io import file_sha256, package_versions, write_text_atomic
 from .metrics import classification_summary
-from .models import BACKBONES, ScalogramClassifier, build_model, check_backbone, get_device, model_dir
+from .models import (BACKBONES, ScalogramClassifier, build_model, check_backbone, checked_state_path, get_device,
+                     load_state_file, model_dir)
 from .scalograms import ScalogramParams
 from .splits import load_split
 
 #: written into every bundle.json; bump when its layout changes
 BUNDLE_FORMAT = "sts-model-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: bundle.json carries its own digest (bundle_sha256)
 #: the ScalogramParams fields (the store's params.json holds these and a few derived values)
 PARAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ScalogramParams))
 #: what makes two scalogram settings the same image: the parameters, the transform, the data kind, the window
@@ -199,8 +203,8 @@ def export_bundle(dataset: str, backbone: str, data_dir: str | os.PathLike | Non
     check_dataset(dataset)
     check_backbone(backbone)
     mdir = model_dir(dataset, backbone, data_dir, repeat)
-    state_path = require(mdir / "model.pt")
     config = json.loads(require(mdir / "config.json").read_text())
+    state_path = checked_state_path(mdir, config)
     m = config["model"]
     setting = scalogram_setting(dataset, data_dir)
     out = Path(out_dir) if out_dir is not None else bundles_dir(dataset, data_dir) / backbone
@@ -225,7 +229,9 @@ def export_bundle(dataset: str, backbone: str, data_dir: str | os.PathLike | Non
     try:
         shutil.copyfile(state_path, tmp / "model.pt")
         card["model_pt_sha256"] = file_sha256(tmp / "model.pt")
-        write_text_atomic(tmp / "bundle.json", json.dumps(card, indent=2, default=float) + "\n")
+        card = json.loads(json.dumps(card, default=float))  # as it will be read back
+        card["bundle_sha256"] = card_digest(card)
+        write_text_atomic(tmp / "bundle.json", json.dumps(card, indent=2) + "\n")
         write_text_atomic(tmp / "MODEL_CARD.md", model_card(card))
         os.chmod(tmp, 0o755)
         replace_dir(tmp, out)
@@ -271,6 +277,12 @@ def bundle_summary(folders: list[str | os.PathLike]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def card_digest(card: dict) -> str:
+    """SHA-256 of a bundle card's canonical JSON without its own ``bundle_sha256`` field."""
+    body = {k: v for k, v in card.items() if k != "bundle_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_card(folder: str | os.PathLike) -> dict:
     """A bundle's ``bundle.json``, checked for its format; a wrong path is a one-line error."""
     folder = Path(folder)
@@ -285,9 +297,12 @@ def read_card(folder: str | os.PathLike) -> dict:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc}); export the bundle again") from exc
-    if card.get("format") != BUNDLE_FORMAT or int(card.get("format_version", 0)) > BUNDLE_VERSION:
+    if card.get("format") != BUNDLE_FORMAT or int(card.get("format_version", 0)) != BUNDLE_VERSION:
         raise BundleError(f"{path}: not a {BUNDLE_FORMAT} v{BUNDLE_VERSION} file "
-                          f"(format {card.get('format')!r} v{card.get('format_version')})")
+                          f"(format {card.get('format')!r} v{card.get('format_version')}); export the bundle again")
+    if card.get("bundle_sha256") != card_digest(card):
+        raise BundleError(f"{path}: its content differs from its recorded digest (bundle_sha256; a setting was "
+                          "edited or the file corrupted); export the bundle again")
     if card["scalograms"]["transform_version"] != TRANSFORM_VERSION:
         raise BundleError(f"{path}: made with scalogram transform v{card['scalograms']['transform_version']}, this "
                           f"package computes v{TRANSFORM_VERSION}; retrain and export the model again")
@@ -332,10 +347,9 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device | None = N
         model.backbone.transform_input = True  # as models.load_checkpoint: the ImageNet Inception weights expect it
     dev = get_device(device)
     try:
-        model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
-    except (EOFError, RuntimeError, ValueError, OSError) as exc:
-        raise BundleError(f"{path}: not a usable {m['backbone']} state dict ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'empty file'})") from exc
+        load_state_file(model, path, dev)
+    except ValueError as exc:
+        raise BundleError(f"{exc}; export the bundle again") from exc
     return model.to(dev).eval(), {**card, "folder": str(folder)}
 
 

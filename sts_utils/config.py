@@ -36,6 +36,26 @@ PRODUCED_BY: dict[str, tuple[str, str]] = {
     "bundles": ("09_new_cells", "export"),
 }
 
+#: notebook -> the files its run leaves for later stages and make: glob patterns under data/<dataset>/, or under
+#: figures/<dataset>/ when they start with ``figures:`` (``{BACKBONE}``: the page's parameter). A successful run
+#: records their sizes and times; make reruns the stage when one of them is deleted or changed, although only
+#: one file per stage is its make target. Files that other commands also write (a search's study journal,
+#: exported bundles) are left out, so that those never rerun a stage.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "01_data_acquisition": ("cells.csv", "sweeps.csv", "spike_trains.parquet"),
+    "02_scalograms": ("scalograms/*",),
+    "03_splitting": ("splits.csv",),
+    "04_finetune": tuple(f"models/{{BACKBONE}}/{name}" for name in ("model.pt", "config.json", "history.csv",
+                                                                  "trials.csv")),
+    "05_baseline": ("features.csv", "features_qc.csv", "baseline/*"),
+    "06_testing": ("predictions.csv", "figures:results_table.csv"),
+    "07_saliency": ("figures:deletion_table.csv",),
+    "08_comparison": ("figures:comparison_table.csv",),
+    "09_new_cells": ("figures:new_cells_summary.csv",),
+}
+#: the prefix of a :data:`STAGE_OUTPUTS` pattern in the figures folder
+FIGURES_PREFIX = "figures:"
+
 logger = logging.getLogger("sts_utils")
 
 
@@ -79,10 +99,11 @@ def raw_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
     return dataset_dir(dataset, data_dir) / "raw"
 
 
-def figures_dir(dataset: str, figures_root: str | os.PathLike | None = None) -> Path:
-    """Folder for a dataset's figures and tables (``figures/<dataset>/``), created on demand."""
+def figures_dir(dataset: str, figures_root: str | os.PathLike | None = None, create: bool = True) -> Path:
+    """Folder for a dataset's figures and tables (``figures/<dataset>/``), created on demand (``create``)."""
     out = _resolve(figures_root, "STS_FIGURES_DIR", "figures") / check_dataset(dataset)
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 

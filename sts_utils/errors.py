@@ -37,6 +37,10 @@ class DataDirLocked(RuntimeError):
     """Another run is writing the same data folder."""
 
 
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full; nothing was replaced."""
+
+
 class BundleError(ValueError):
     """A model bundle that cannot be used (missing, altered, or made on other scalogram settings)."""
 

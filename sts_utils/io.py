@@ -8,6 +8,7 @@ mistake for a finished one. Nothing here unpickles: arrays are ``.npy`` loaded w
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataDirLocked
+from .errors import DataDirLocked, DiskFullError
 
 #: Packages whose versions go into every sidecar.
 PROVENANCE_PACKAGES = (
@@ -54,9 +55,70 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full_error(exc, target)  # (before the partial file frees its space)
         tmp_path.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
         raise
+
+
+#: errno values of a full disk or an exhausted quota
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: below this many free bytes, a write error without an errno (NumPy's "requested and written") is a full disk
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def disk_full_error(exc: BaseException, target: str | os.PathLike) -> DiskFullError | None:
+    """A one-line :class:`~sts_utils.errors.DiskFullError` naming ``target`` when ``exc`` is a full disk, else None."""
+    if not isinstance(exc, OSError) or isinstance(exc, DiskFullError):
+        return None
+    folder = Path(target).parent
+    try:
+        st = os.statvfs(folder)
+        free_bytes = st.f_bavail * st.f_frsize
+    except OSError:
+        free_bytes = None
+    if exc.errno not in _NO_SPACE and not (exc.errno is None and free_bytes is not None
+                                           and free_bytes < _NEARLY_FULL_BYTES):
+        return None
+    free = f"{free_bytes / 1e6:.1f} MB free" if free_bytes is not None else "free space unknown"
+    return DiskFullError(f"{target}: the disk is full ({free} on the disk of {folder}); nothing was replaced. "
+                         f"Free some space there (or set STS_DATA_DIR to a larger disk) and run again")
+
+
+def write_files_together(folder: str | os.PathLike, contents: Mapping[str, bytes], last: str) -> dict[str, Path]:
+    """Write the files of ``contents`` (name -> bytes) into ``folder`` as one generation.
+
+    Every file is first written in full to a temporary file beside its target, so a full disk or any
+    other failure there changes nothing. Then the previous ``last`` (the file that marks the set as
+    done: a stage's make target) is removed, the others are renamed into place and ``last`` is renamed
+    last, so no moment shows the new ``last`` beside an older file of the set, and an interruption
+    between the renames leaves no ``last`` (the stage reruns) rather than a mixed set that looks done.
+    """
+    if last not in contents:
+        raise ValueError(f"last={last!r} is not one of the files {sorted(contents)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    try:
+        for name, data in contents.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+            staged[name] = Path(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+    except BaseException as exc:
+        full = disk_full_error(exc, folder / name)
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
+        raise
+    (folder / last).unlink(missing_ok=True)
+    for name in [n for n in staged if n != last] + [last]:
+        os.replace(staged[name], folder / name)
+    return {name: folder / name for name in contents}
 
 
 #: set in the environment of a notebook kernel by the runner, which already holds that folder's lock
@@ -132,6 +194,10 @@ def write_npy_rows_atomic(target: str | os.PathLike, shape: tuple[int, ...], dty
     """
     with atomic_path(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        # the memory map's file is sparse: on a full disk a write through the map would kill the process
+        # (SIGBUS); allocating its blocks first turns that into an OSError here, before any row is computed
+        with open(tmp, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.path.getsize(tmp))
         n_rows = 0
         for n_rows, row in enumerate(rows, start=1):
             out[n_rows - 1] = row

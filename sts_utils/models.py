@@ -18,8 +18,11 @@ when it is already in the cache and otherwise falls back to random initialisatio
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import CLASSES, dataset_dir, logger, offline, require
-from .io import atomic_path, write_text_atomic
+from .io import file_sha256, write_files_together
 
 BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
 DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
@@ -216,23 +219,53 @@ def _weights_message(backbone: str, path: Path, url: str, reason: str) -> str:
             f"(or set TORCH_HOME), or use PRETRAINED=auto / PRETRAINED=none.")
 
 
-def save_checkpoint(model: ScalogramClassifier, config: dict, out_dir: str | os.PathLike, name: str = "model.pt") -> Path:
-    """Save ``config.json`` and then the state dict (never the pickled module), each atomically.
+def state_dict_bytes(model: torch.nn.Module) -> bytes:
+    """The model's state dict (CPU tensors, never the pickled module) as ``torch.save`` bytes.
 
-    The state dict is written last: it is the stage's make target, so it exists only with its config.
+    Saved through memory rather than to a file: torch names the zip's folder after the file, so saving
+    to a temporary file would give every run other bytes; this way the same weights give the same bytes.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-    with atomic_path(out_dir / name) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    return out_dir / name
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(model: ScalogramClassifier, config: dict, out_dir: str | os.PathLike, name: str = "model.pt",
+                    files: dict[str, str] | None = None) -> Path:
+    """Save the state dict, ``config.json`` and the run's other ``files`` (name -> text) as one generation.
+
+    ``config.json`` records the SHA-256 of every other file under ``"files"``, and everything is written
+    with :func:`sts_utils.io.write_files_together`, the state dict (the stage's make target) last: a
+    failure (a full disk) replaces nothing, and :func:`load_checkpoint` refuses a folder whose files are
+    of two runs.
+    """
+    contents = {k: v.encode() for k, v in (files or {}).items()}
+    contents[name] = state_dict_bytes(model)
+    config = {**config, "files": {k: hashlib.sha256(v).hexdigest() for k, v in contents.items()}}
+    contents["config.json"] = (json.dumps(config, indent=2, default=str) + "\n").encode()
+    return write_files_together(out_dir, contents, last=name)[name]
 
 
 def model_dir(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0) -> Path:
     """``data/<dataset>/models/<backbone>/`` (``repeat_<k>/`` below it for repeats after the first)."""
     root = dataset_dir(dataset, data_dir) / "models" / backbone
     return root if repeat == 0 else root / f"repeat_{repeat}"
+
+
+def checked_state_path(out_dir: str | os.PathLike, config: dict, name: str = "model.pt") -> Path:
+    """``out_dir/name`` after checking it is the state dict that ``config`` (its ``config.json``) describes.
+
+    Raises a one-line ``ValueError`` for a folder whose files are of two runs (or a state dict changed
+    since); folders saved before ``config.json`` recorded its files' hashes are taken as they are.
+    """
+    out_dir = Path(out_dir)
+    path = require(out_dir / name)
+    recorded = config.get("files", {}).get(name)
+    if recorded is not None and file_sha256(path) != recorded:
+        raise ValueError(f"{path} is not the state dict {out_dir / 'config.json'} describes (another run's, or "
+                         f"changed since); delete {out_dir} and rerun notebook 04 "
+                         f"(make train BACKBONE={config['model']['backbone']})")
+    return path
 
 
 def load_checkpoint(out_dir: str | os.PathLike, device: str | torch.device = "cpu", name: str = "model.pt"
@@ -245,15 +278,30 @@ def load_checkpoint(out_dir: str | os.PathLike, device: str | torch.device = "cp
                            freeze=m["freeze"], channel_map=tuple(m["channel_map"]))
     if m.get("weights") == "imagenet" and m["backbone"] == "inception_v3":
         model.backbone.transform_input = True  # the ImageNet Inception weights expect torchvision's input transform
-    path = require(out_dir / name)
+    path = checked_state_path(out_dir, config, name)
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(state)
-    except (EOFError, RuntimeError, ValueError, OSError) as exc:  # empty, truncated or foreign file
-        raise ValueError(f"{path} is not a usable {m['backbone']} state dict ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'empty file'}); delete it and rerun "
-                         f"notebook 04 (make train BACKBONE={m['backbone']})") from exc
+        load_state_file(model, path, device)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; delete it and rerun notebook 04 (make train BACKBONE={m['backbone']})") from exc
     return model.to(device).eval(), config
+
+
+def load_state_file(model: nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load the state dict at ``path`` into ``model`` with ``weights_only=True`` (never unpickling code).
+
+    Raises a one-line ``ValueError`` naming the file for an empty, truncated or foreign file, and for a
+    pickle that would need more than tensors to load (torch then advises ``weights_only=False``: never).
+    """
+    try:
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path} is not a plain state dict of tensors: loading it would run pickled code, "
+                         f"which this package never does") from exc
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:
+        detail = str(exc).splitlines()[0][:120] if str(exc) else "empty file"
+        raise ValueError(f"{path} is not a usable state dict for this {type(model).__name__} "
+                         f"({type(exc).__name__}: {detail})") from exc
+    return model
 
 
 def get_device(device: str | None = None) -> torch.device:

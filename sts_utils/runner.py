@@ -29,6 +29,10 @@ Two more modes serve the Makefile:
     prints the table of ``FILE`` (``<output folder>/timings.csv``, where every successful run records
     its page's wall seconds, one row per page, replaced on a rerun) with the total (``make paper`` ends
     with it).
+``--target FILE``
+    with a notebook to execute: the stage's make target. A run that fails after writing it removes it
+    (make's own deletion is switched off for stage targets, because make also deletes a target that
+    another process rewrote while a refused run was starting).
 """
 from __future__ import annotations
 
@@ -48,7 +52,8 @@ from typing import Any
 
 import yaml
 
-from .config import DATASETS, dataset_dir
+from .config import DATASETS, FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir
+from .errors import DataDirLocked
 from .io import data_dir_lock, write_text_atomic
 
 # jupytext, nbformat, papermill and jupyter_client are imported where they are used: the stamp checks
@@ -143,29 +148,67 @@ def stamp_path(output: str | os.PathLike) -> Path:
     return output.parent / ".params" / f"{output.stem}.json"
 
 
-def record_stamp(stamp: str | os.PathLike, params: dict[str, Any], started: float) -> None:
-    """Record the parameters a successful run used, dated at its start (before any artifact it wrote)."""
+def stage_outputs(source: str | os.PathLike, params: dict[str, Any]) -> dict[str, list[int]]:
+    """Size and modification time (ns) of every file the stage of ``source`` leaves for later stages.
+
+    The files are those of :data:`sts_utils.config.STAGE_OUTPUTS` for the notebook's stem, under
+    ``data/<DATASET>/`` and ``figures/<DATASET>/`` of ``params`` (``{BACKBONE}`` filled in); keys are
+    paths relative to those folders (``figures:`` before the figures folder's).
+    """
+    patterns = STAGE_OUTPUTS.get(Path(source).stem, ())
+    dataset = params.get("DATASET")
+    if not patterns or dataset not in DATASETS:
+        return {}
+    roots = {"": dataset_dir(dataset, params.get("DATA_DIR")),
+             FIGURES_PREFIX: figures_dir(dataset, params.get("FIGURES_DIR"), create=False)}
+    found: dict[str, list[int]] = {}
+    for pattern in patterns:
+        prefix = FIGURES_PREFIX if pattern.startswith(FIGURES_PREFIX) else ""
+        root = roots[prefix]
+        for path in sorted(root.glob(pattern[len(prefix):].format(**params))):
+            if path.is_file() and not path.name.startswith("."):
+                st = path.stat()
+                found[prefix + path.relative_to(root).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return found
+
+
+def record_stamp(stamp: str | os.PathLike, params: dict[str, Any], started: float,
+                 outputs: dict[str, list[int]] | None = None) -> None:
+    """Record the parameters a successful run used, dated at its start (before any artifact it wrote).
+
+    ``outputs`` (:func:`stage_outputs` after the run) is recorded too: a later check finds a file of
+    them deleted or rewritten since, and dates the stamp now, so make reruns the stage.
+    """
     stamp = Path(stamp)
-    write_text_atomic(stamp, json.dumps({"params": json.loads(_canonical(params)), "started": started}, indent=1,
-                                        sort_keys=True) + "\n")
+    record = {"params": json.loads(_canonical(params)), "started": started, "outputs": outputs or {}}
+    write_text_atomic(stamp, json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.utime(stamp, (started, started))
+
+
+def _outputs_intact(recorded: dict[str, list[int]], current: dict[str, list[int]]) -> bool:
+    """Whether every recorded output file is still there, with its recorded size and modification time."""
+    return all(current.get(name) == list(stat) for name, stat in recorded.items())
 
 
 def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters: dict[str, Any] | None,
                 declared: dict[str, Any] | None = None) -> bool:
-    """Date ``stamp`` at its recorded run when the requested parameters are the recorded ones, else now.
+    """Date ``stamp`` at its recorded run when the requested parameters are the recorded ones and the
+    stage's recorded outputs are intact (:func:`stage_outputs`), else now.
 
-    Returns whether the parameters changed (or none are recorded). The content is never changed here
+    Returns whether the parameters changed, an output is missing or changed, or nothing is recorded. The content is never changed here
     (a missing stamp is created with no parameters recorded). ``declared``: the notebook's declared
     parameters, when the caller has read them already.
     """
     stamp = Path(stamp)
-    requested = _canonical(resolved_parameters(source, parameters, declared))
+    resolved = resolved_parameters(source, parameters, declared)
+    requested = _canonical(resolved)
     if stamp.exists():
         try:
             rec = json.loads(stamp.read_text())
             same = _canonical(rec.get("params")) == requested
-        except (ValueError, AttributeError):  # unreadable: treated as nothing known
+            # an output deleted, replaced or written by a run that did not finish: the stage is due again
+            same = same and _outputs_intact(rec.get("outputs") or {}, stage_outputs(source, resolved))
+        except (ValueError, AttributeError, TypeError):  # unreadable: treated as nothing known
             rec, same = None, False
         if same:
             os.utime(stamp, (rec["started"], rec["started"]))
@@ -251,11 +294,14 @@ def kernel_name() -> str:
 
 
 def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any] | None = None,
-                     cwd: str | os.PathLike | None = None, kernel: str | None = None, log_output: bool = True) -> Path:
+                     cwd: str | os.PathLike | None = None, kernel: str | None = None, log_output: bool = True,
+                     target: str | os.PathLike | None = None) -> Path:
     """Convert ``source`` with jupytext and execute it with papermill into ``output``.
 
-    A successful run records its parameters (:func:`record_stamp`) and its wall seconds in
-    ``<output folder>/timings.csv`` (:func:`record_timing`).
+    A successful run records its parameters and outputs (:func:`record_stamp`) and its wall seconds in
+    ``<output folder>/timings.csv`` (:func:`record_timing`). ``target``: the make target of the stage;
+    a run that fails after writing it removes it (make itself never deletes a stage target: a run
+    refused because another process holds the folder must not delete that process's file).
 
     Raises
     ------
@@ -288,11 +334,15 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     started = time.time()
     try:
         with lock:
-            # ipykernel copies whatever the kernel writes to its file descriptors into the notebook; without
-            # that capture, progress bars (written to sys.__stderr__) reach make's terminal and only there
-            pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
-                                cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False,
-                                extra_arguments=[NO_FD_CAPTURE])
+            try:
+                # ipykernel copies whatever the kernel writes to its file descriptors into the notebook; without
+                # that capture, progress bars (written to sys.__stderr__) reach make's terminal and only there
+                pm.execute_notebook(str(staged), str(partial), parameters=parameters, kernel_name=kernel,
+                                    cwd=str(cwd or Path.cwd()), log_output=log_output, progress_bar=False,
+                                    extra_arguments=[NO_FD_CAPTURE])
+            except BaseException:
+                _remove_if_written(target, started)  # under the lock: only this run can have written it
+                raise
     except BaseException:
         if partial.exists():
             os.replace(partial, failed)
@@ -301,9 +351,24 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
         staged.unlink(missing_ok=True)
     failed.unlink(missing_ok=True)
     os.replace(partial, output)
-    record_stamp(stamp_path(output), {**declared, **parameters}, started)
+    resolved = {**declared, **parameters}
+    record_stamp(stamp_path(output), resolved, started, stage_outputs(source, resolved))
     record_timing(output.parent / TIMINGS, output.stem, time.time() - started)
     return output
+
+
+def _remove_if_written(target: str | os.PathLike | None, since: float) -> None:
+    """Remove ``target`` when it was written at or after ``since`` (by the failed run), saying so."""
+    if target is None:
+        return
+    path = Path(target)
+    try:
+        written = path.stat().st_mtime >= since - 0.05  # (file times are kernel ticks, a little behind)
+    except FileNotFoundError:
+        return
+    if written:
+        path.unlink(missing_ok=True)
+        print(f"removed {path}: written by this failed run, so make does not take the stage as done", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------ dependencies
@@ -367,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --stamps: a stamp, its notebook source and that stage's own parameters")
     ap.add_argument("--deps", action="store_true", help="print make variables of each notebook's package files")
     ap.add_argument("--timings", default=None, metavar="CSV", help="print this timings file as a table")
+    ap.add_argument("--target", default=None, help="the stage's make target, removed when a run that wrote it fails")
     args = ap.parse_args(argv)
     if args.deps:
         sys.stdout.write(make_dependencies(args.source))
@@ -393,7 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give the notebook source and the output path")
     source, output = args.source
     try:
-        execute_notebook(source, output, params, cwd=args.cwd)
+        execute_notebook(source, output, params, cwd=args.cwd, target=args.target)
+    except DataDirLocked as exc:  # refused before anything ran: the one line says it all
+        print(f"\n*** {source} not run: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # print the failing cell's error in a form make's log shows clearly
         name = type(exc).__name__
         print(f"\n*** {source} failed ({name}) ***\n{exc}\n"

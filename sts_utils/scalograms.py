@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .config import CLASSES, check_whole_number, dataset_dir, logger, progress_stream
 from .cwt import TRANSFORM_VERSION, WAVELET, scalogram_image
-from .errors import SelectionError
+from .errors import DiskFullError, SelectionError
 from .io import data_dir_lock, load_npy, save_npy_atomic, write_text_atomic
 from .recordings import load_sweep
 from .signals import bin_spike_train, resample_window
@@ -229,6 +229,8 @@ def _process_cell(job: tuple) -> tuple[int, str, dict]:
         status = "ok"
     except SelectionError as exc:
         meta, status = {"detail": str(exc)}, exc.reason
+    except DiskFullError:  # not this cell's fault: the run stops, with one line, and no cell records it
+        raise
     except Exception as exc:  # a broken file must not stop the cohort; it is counted in qc.csv and retried next run
         meta, status = {"detail": f"{type(exc).__name__}: {exc}"[:300]}, f"error: {type(exc).__name__}"
     write_text_atomic(shard_dir / f"{sid}.json", json.dumps({"status": status, "fingerprint": fingerprint, **meta},

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from . import search
 from .config import CLASSES, check_whole_number, dataset_dir, logger, progress_stream, seed_everything
-from .io import file_sha256, write_csv_atomic
+from .io import file_sha256
 from .metrics import balanced_accuracy
 from .models import build_model, check_backbone, get_device, model_dir, save_checkpoint
 from .splits import load_split
@@ -436,6 +436,12 @@ def search_hyperparameters(x: torch.Tensor, y: np.ndarray, base: TrainConfig, n_
     """
     if n_trials <= 0:
         return {}, pd.DataFrame(), {}
+    n_folds = check_whole_number("N_FOLDS", n_folds, 2)  # a search scores each trial on >= 2 inner folds
+    smallest = int(np.unique(y, return_counts=True)[1].min()) if len(y) else 0
+    if smallest < n_folds:
+        raise ValueError(f"N_FOLDS={n_folds}: the smallest class of the training split has {smallest} cells, "
+                         f"too few for {n_folds} stratified folds; give N_FOLDS between 2 and {max(smallest, 2)} "
+                         f"(or N_TRIALS=0 for no search)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = _search_settings(settings)
     device = get_device(base.device)
@@ -484,7 +490,7 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
     check_backbone(backbone)
     s = dict(settings or {})
     n_trials = int(n_trials if n_trials is not None else s.get("n_trials", 0) or 0)
-    n_folds = int(n_folds if n_folds is not None else s.get("n_folds", 3) or 3)
+    n_folds = n_folds if n_folds is not None else s.get("n_folds", 3)  # checked by the search that uses it
     trial_epochs = trial_epochs if trial_epochs is not None else s.get("trial_epochs")
     profile = s.get("profile") or (extra_config or {}).get("profile") or "custom"
     base = replace(base or TrainConfig(), backbone=backbone)
@@ -531,9 +537,8 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
         "classes": list(CLASSES), "inputs": inputs,
         **(extra_config or {}),
     }
-    write_csv_atomic(history, out / "history.csv")
-    write_csv_atomic(trials, out / "trials.csv")
-    path = save_checkpoint(model, config, out)
+    path = save_checkpoint(model, config, out, files={"history.csv": history.to_csv(index=False),
+                                                      "trials.csv": trials.to_csv(index=False)})
     logger.info("%s: best epoch %d, weights %s -> %s", backbone, info["best_epoch"], info["model"]["weights"], path)
     return {"model": model, "history": history, "trials": trials, "config": config, "path": path}
 

@@ -1,6 +1,8 @@
 """Model bundles: export -> load round trip, hash check, metrics source, CLI (tiny untrained models, CPU)."""
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 
 from sts_utils import bundle
 from sts_utils.config import CLASSES
+from sts_utils.errors import DiskFullError
 from sts_utils.models import build_model, load_checkpoint, save_checkpoint
 from sts_utils.store import ScalogramStore
 from sts_utils.training import predict_proba
@@ -95,10 +98,69 @@ def test_bundles_of_different_scalogram_settings_are_not_mixed(trained, tmp_path
     assert bundle.check_compatible(cards)["params"]["n_scales"] == 180
     card = json.loads((b / "bundle.json").read_text())
     card["scalograms"]["params"]["n_scales"] = 90
+    card["bundle_sha256"] = bundle.card_digest(card)  # a bundle exported on other settings
     (b / "bundle.json").write_text(json.dumps(card))
     cards[1] = {**bundle.read_card(b), "folder": str(b)}
     with pytest.raises(bundle.BundleError, match=r"other scalogram settings .*params\.n_scales"):
         bundle.check_compatible(cards)
+
+
+@pytest.mark.parametrize("edit", ["offsets_pa", "image_size", "classes_order"])
+def test_an_edited_bundle_json_is_refused_in_one_line(trained, tmp_path, edit):
+    # issue 26, item 3: everything that decides a prediction is covered by the bundle's check
+    out = bundle.export_bundle("demo", "resnet18", trained, tmp_path / "b", figures_root=tmp_path / "figs")
+    bundle.load_bundle(out, device="cpu")
+    card = json.loads((out / "bundle.json").read_text())
+    if edit == "offsets_pa":
+        card["scalograms"]["params"]["offsets_pa"] = [60.0, 100.0]
+    elif edit == "image_size":
+        card["model"]["image_size"] = 96
+    else:
+        card["test_metrics"]["balanced_accuracy"] = 0.99
+    (out / "bundle.json").write_text(json.dumps(card, indent=2))
+    with pytest.raises(bundle.BundleError) as err:
+        bundle.load_bundle(out, device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and str(out / "bundle.json") in msg and "export the bundle again" in msg, msg
+
+
+def test_identical_exports_of_identical_training_runs_have_identical_model_files(tmp_path):
+    # issue 26, item 3: torch.save named its zip folder after the random temporary file
+    a = add_tiny_model(tmp_path / "a", seed=3)
+    b = add_tiny_model(tmp_path / "b", seed=3)
+    assert a.read_bytes() == b.read_bytes()
+    assert (a.parent / "config.json").read_bytes() == (b.parent / "config.json").read_bytes()
+    load_checkpoint(a.parent)
+
+
+def test_a_model_folder_of_two_runs_is_refused_and_a_failed_write_replaces_nothing(tmp_path, monkeypatch):
+    # issue 26, item 2: a full disk while model.pt was written left the old weights beside the new config
+    first = add_tiny_model(tmp_path / "data", seed=1).parent
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, **kwargs):  # the state dict's temporary file is on a full disk (/dev/full: ENOSPC)
+        fd, path = real_mkstemp(*args, **kwargs)
+        if Path(path).name.startswith(".model.pt."):
+            os.close(fd)
+            os.unlink(path)
+            os.symlink("/dev/full", path)
+            fd = os.open(path, os.O_WRONLY)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    with pytest.raises(DiskFullError) as err:
+        add_tiny_model(tmp_path / "data", seed=2)
+    monkeypatch.undo()
+    msg = str(err.value)
+    assert "\n" not in msg and "the disk is full" in msg and str(first) in msg, msg
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before, "a failed write changed the model folder"
+    # the old weights under a newer run's config: refused in one line, not used
+    second = add_tiny_model(tmp_path / "other", seed=2).parent
+    shutil.copyfile(second / "config.json", first / "config.json")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(first)
+    assert "is not the state dict" in str(err.value) and "make train BACKBONE=resnet18" in str(err.value)
 
 
 def test_cli_exports_every_trained_backbone(trained, tmp_path, capsys):

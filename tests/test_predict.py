@@ -49,6 +49,7 @@ def spike_bundle(b: Path, dest: Path) -> Path:
     s["freqs_hz"] = params.frequencies_hz(s["window_s"]).tolist()
     s["times_s"] = ((np.arange(params.store_times) + 0.5) * s["window_s"] / params.store_times - params.pre_s).tolist()
     s["channel_names"] = ["noise epoch 2", "noise epoch 3"]
+    card["bundle_sha256"] = bundle.card_digest(card)  # as an export on such data would sign it
     (out / "bundle.json").write_text(json.dumps(card))
     return out
 
@@ -125,6 +126,7 @@ def test_a_bundle_of_other_scalogram_settings_is_refused(setup, tmp_path):
     shutil.copytree(b, other)
     card = json.loads((other / "bundle.json").read_text())
     card["scalograms"]["params"]["pre_s"] = 0.2
+    card["bundle_sha256"] = bundle.card_digest(card)  # a bundle exported on other settings
     (other / "bundle.json").write_text(json.dumps(card))
     with pytest.raises(bundle.BundleError, match="other scalogram settings") as err:
         predict.predict_cells([b, other], data / "demo" / "raw", tmp_path / "out", progress=False)

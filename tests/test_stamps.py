@@ -161,3 +161,45 @@ def test_make_help_starts_no_python_and_finds_no_files(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 0
     assert "python" not in r.stdout and not (tmp_path / "build").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+@pytest.mark.parametrize("fault", ["deleted", "rewritten"])
+def test_an_output_that_is_not_a_target_reruns_its_stage_when_deleted_or_rewritten(tmp_path, fault):
+    # issue 26, item 5: scalograms.npy is read by every later stage but only index.csv is 02's make target
+    data, figures, build = fake_finished_tree(tmp_path)
+    npy = data / "demo" / "scalograms" / "scalograms.npy"
+    npy.write_bytes(b"images")
+    stamp = build / "demo" / ".params" / "02_scalograms.json"
+    rec = json.loads(stamp.read_text())
+    outputs = runner.stage_outputs(ROOT / "notebooks" / "02_scalograms.py", rec["params"])
+    assert set(outputs) == {"scalograms/index.csv", "scalograms/scalograms.npy"}
+    runner.record_stamp(stamp, rec["params"], rec["started"], outputs)
+    venv = Path(sys.prefix)
+    base = ["make", "-n", f"VENV={venv}", "-o", str(venv / ".sts-installed"), f"DATA_DIR={data}",
+            f"FIGURES_DIR={figures}", f"BUILD_DIR={build}", "paper"]
+
+    def plan():
+        r = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return planned(r.stdout)
+
+    assert plan() == []
+    if fault == "deleted":
+        npy.unlink()
+    else:  # same size, another content and time (a copy from elsewhere, a hand edit)
+        npy.write_bytes(b"IMAGES")
+    assert plan() == ["notebooks/02_scalograms.py", *LATER]
+
+
+def test_a_stamp_records_only_the_stage_s_own_outputs(tmp_path):
+    ddir = tmp_path / "data" / "demo"
+    for rel in ("models/resnet18/model.pt", "models/resnet18/config.json", "models/resnet18/study.journal",
+                "models/densenet121/model.pt", "models/resnet18/.model.part.pt"):
+        (ddir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ddir / rel).write_text("x")
+    params = {"DATASET": "demo", "DATA_DIR": str(tmp_path / "data"), "BACKBONE": "resnet18"}
+    got = runner.stage_outputs(ROOT / "notebooks" / "04_finetune.py", params)
+    # the search's journal (also written by `make search`) and temporary files are not the stage's outputs
+    assert set(got) == {"models/resnet18/model.pt", "models/resnet18/config.json"}
+    assert all(size == 1 for size, _ in got.values())

@@ -14,24 +14,27 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from sts_utils import acquisition, cwt, registry
+from sts_utils import acquisition, bundle, cwt, registry
 from sts_utils import store as store_module
 from sts_utils import scalograms as sc
-from sts_utils.errors import DataDirLocked, DataNotAvailableError, TableError
-from sts_utils.io import LOCK_ENV
+from sts_utils.errors import BundleError, DataDirLocked, DataNotAvailableError, DiskFullError, TableError
+from sts_utils.io import LOCK_ENV, file_sha256
 from sts_utils.scalograms import ScalogramParams, compute_scalograms
 from sts_utils.splits import make_splits
 from sts_utils.store import ScalogramStore
 from sts_utils.tables import read_sweeps
-from sts_utils.training import TrainConfig
+from sts_utils.training import TrainConfig, search_hyperparameters
 from tests.conftest import ROOT
+from tests.test_bundle import trained_copy
 from tests.faults.conftest import snapshot
 
 pytestmark = pytest.mark.faults
@@ -158,7 +161,7 @@ def test_a_notebook_that_fails_after_writing_leaves_no_target_make_takes_as_done
     assert r.returncode != 0, log[-3000:]
     assert "notebooks/01_data_acquisition.py failed" in log, log[-3000:]
     assert not target.exists(), "a failed notebook 01 left cells.csv, which make takes as done"
-    assert "Deleting file" in log and "cells.csv" in log
+    assert f"removed {target}: written by this failed run" in log, log[-3000:]
     build = tmp_path / "build" / "demo"
     assert (build / "01_data_acquisition.failed.ipynb").exists()
     assert not (build / "01_data_acquisition.ipynb").exists()
@@ -427,6 +430,70 @@ def test_a_second_run_on_a_locked_folder_fails_at_once_and_a_killed_holder_relea
                                                       if k.startswith("scalograms/") and k.endswith(".npy")}
 
 
+REWRITER = """
+import os, sys, time
+from pathlib import Path
+from sts_utils.io import data_dir_lock
+folder, target = Path(sys.argv[1]), Path(sys.argv[2])
+content = target.read_bytes()
+with data_dir_lock(folder):
+    print("held", flush=True)
+    for _ in range(3000):  # a first run still writing its target while the second is refused
+        tmp = target.with_name(".rewrite.tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+        time.sleep(0.02)
+"""
+
+
+def test_a_run_refused_by_the_lock_never_deletes_the_target_another_run_writes(demo_copy, tmp_path):
+    # issue 26, item 1: make's .DELETE_ON_ERROR deleted the first run's fresh target after the second's refusal
+    ddir = demo_copy / "demo"
+    target = ddir / "cells.csv"
+    content = target.read_bytes()
+    holder = subprocess.Popen([PY, "-c", REWRITER, str(ddir), str(target)], env=child_env(), stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = subprocess.run(["make", f"DATA_DIR={demo_copy}", f"FIGURES_DIR={tmp_path / 'figures'}",
+                            f"BUILD_DIR={tmp_path / 'build'}", *TINY, "data"], cwd=ROOT, capture_output=True,
+                           text=True, env=child_env(), timeout=600)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    log = r.stdout + r.stderr
+    assert r.returncode != 0 and "is being written by pid" in log, log[-3000:]
+    assert "Deleting file" not in log and "removed" not in log, log[-3000:]
+    assert target.read_bytes() == content, "the other run's cells.csv was deleted or changed"
+
+
+def test_a_full_disk_stops_the_scalograms_in_one_line_and_records_no_cell_as_broken(demo_copy, monkeypatch):
+    # issue 26, item 2: every cell's image write failed, was recorded per cell as an OSError, and the run went on
+    ddir = demo_copy / "demo"
+    before = snapshot(ddir / "scalograms")
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, **kwargs):  # every new file is on a full disk: a link to /dev/full (ENOSPC on write)
+        fd, path = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        os.unlink(path)
+        os.symlink("/dev/full", path)
+        return os.open(path, os.O_WRONLY), path
+
+    computed = count_computed(monkeypatch)
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    with pytest.raises(DiskFullError) as err:
+        compute_scalograms("demo", demo_copy, ScalogramParams(n_scales=90), n_jobs=1, progress=False)
+    monkeypatch.undo()
+    msg = one_line(err.value)
+    assert "the disk is full" in msg and "nothing was replaced" in msg, msg
+    assert len(computed) == 1, "the run went on after the disk was full"
+    assert snapshot(ddir / "scalograms") == before, "the previous store changed"
+    shards = ddir / "scalograms" / f"cells-{ScalogramParams(n_scales=90).hash()}"
+    assert not list(shards.glob("*.json")), "a cell was recorded as broken by a full disk"
+    assert not [p for p in shards.iterdir() if ".part" in p.name], "temporary files left behind"
+
+
 # ------------------------------------------------------------------------- 7. interrupt and resume
 
 SLOW_RUN = """
@@ -533,3 +600,43 @@ def test_a_bad_training_setting_names_that_setting_alone(kwargs, expected):
     assert expected in msg
     others = {"EPOCHS", "BATCH_SIZE", "PATIENCE", "DECAY_PERIOD"} - {next(iter(kwargs)).upper()}
     assert not any(name in msg for name in others), msg
+
+
+@pytest.mark.parametrize("n_folds, expected", [
+    (1, "N_FOLDS must be a whole number >= 2, got 1"),
+    ("abc", "N_FOLDS must be a whole number >= 2, got 'abc'"),
+    (5, "N_FOLDS=5: the smallest class of the training split has 3 cells"),
+])
+def test_a_bad_n_folds_is_one_line_naming_it(n_folds, expected):
+    """issue 26, item 6: N_FOLDS=1 was scikit-learn's traceback."""
+    x = torch.zeros((12, 2, 8, 8))
+    y = np.repeat(np.arange(4), 3)
+    with pytest.raises(ValueError) as err:
+        search_hyperparameters(x, y, TrainConfig(backbone="resnet18", epochs=1), n_trials=1, n_folds=n_folds,
+                               progress=False)
+    msg = one_line(err.value)
+    assert expected in msg, msg
+
+
+class _Payload:
+    """What a hostile model file would carry: code that runs when the file is unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/sts-pickle-ran",))
+
+
+def test_a_pickle_bundle_with_its_hash_updated_is_refused_without_running_it(tmp_path, tiny_demo):
+    """issue 26, item 6: torch's UnpicklingError advised weights_only=False, which must never be followed."""
+    data = trained_copy(tiny_demo, tmp_path)
+    out = bundle.export_bundle("demo", "resnet18", data, tmp_path / "b", figures_root=tmp_path / "figs")
+    torch.save({"fc.weight": _Payload()}, out / "model.pt")  # a pickle, not tensors
+    card = json.loads((out / "bundle.json").read_text())
+    card["model_pt_sha256"] = file_sha256(out / "model.pt")
+    card["bundle_sha256"] = bundle.card_digest(card)  # someone who knows the format re-signed it
+    (out / "bundle.json").write_text(json.dumps(card))
+    Path("/tmp/sts-pickle-ran").unlink(missing_ok=True)
+    with pytest.raises(BundleError) as err:
+        bundle.load_bundle(out, device="cpu")
+    msg = one_line(err.value)
+    assert str(out / "model.pt") in msg and "would run pickled code" in msg and "weights_only=False" not in msg, msg
+    assert not Path("/tmp/sts-pickle-ran").exists()
