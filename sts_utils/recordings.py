@@ -23,31 +23,10 @@ from .config import logger, progress_stream
 from .errors import RecordingError
 from .io import file_sha256
 from .nwb import Sweep, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table, read_nwb2_sweep_table
+from .steps import find_step_epoch
 from .tables import SWEEP_COLUMNS
 
 # ------------------------------------------------------------------------------------- sweep tables
-
-def find_step_epoch(i_pa: np.ndarray, sampling_rate_hz: float, min_duration_s: float = 0.1) -> tuple[float, float, float]:
-    """Onset (s), offset (s) and amplitude (pA) of the longest constant non-zero step in a stimulus.
-
-    Short test pulses before the step are ignored by taking the longest run. Returns NaNs for a
-    stimulus without such a step.
-    """
-    i = np.asarray(i_pa, dtype=float)
-    if i.size == 0 or not np.isfinite(i).all():
-        return np.nan, np.nan, np.nan
-    active = np.abs(i) > 0.5  # pA
-    if not active.any():
-        return np.nan, np.nan, 0.0
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    k = int(np.argmax(ends - starts))
-    start, end = starts[k], ends[k]
-    if (end - start) / sampling_rate_hz < min_duration_s:
-        return np.nan, np.nan, np.nan
-    # rounded to 0.01 pA: stored currents are quantised, and float noise would split equal steps
-    return start / sampling_rate_hz, end / sampling_rate_hz, round(float(np.median(i[start:end])), 2)
-
 
 _ONTOLOGY: StimulusOntology | None = None
 
