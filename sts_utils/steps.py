@@ -113,7 +113,7 @@ def step_segments(i_pa: np.ndarray, sampling_rate_hz: float, block_s: float = 0.
     if n_blocks < 2:
         return [Segment(0.0, i.size / rate, float(np.median(i)))]
     blocks = np.median(i[: n_blocks * bs].reshape(n_blocks, bs), axis=1)
-    sigma_block = noise_pa(i) * 1.2533 / np.sqrt(bs)  # SD of a block median of white noise
+    sigma_block = noise_pa(blocks)  # measured on the blocks: rig noise is rarely white (Igor currents swing 170 pA a sample)
     min_len = max(1, int(round(min_segment_s / (bs / rate))))
     threshold = max(MIN_LEVEL_DIFFERENCE_PA, 6 * sigma_block / np.sqrt(min_len))
     cuts: list[int] = []
@@ -175,7 +175,12 @@ def protocol_step(traces: list[np.ndarray], sampling_rates_hz: list[float], min_
     if not any(segs):
         return None
     holding = [s[0].level_pa if s else np.nan for s in segs]
-    tol = [max(MIN_LEVEL_DIFFERENCE_PA, 3 * noise_pa(tr) / np.sqrt(max(1, len(tr) // 100))) for tr in traces]
+    tol = []  # a level within this of the holding level is the holding level (pA): noise of 1 ms block medians
+    for tr, rate in zip(traces, sampling_rates_hz):
+        bs = max(1, int(round(0.001 * rate)))
+        n = len(tr) // bs
+        blocks = np.median(np.asarray(tr, dtype=float)[: n * bs].reshape(n, bs), axis=1) if n > 1 else np.asarray(tr)
+        tol.append(max(MIN_LEVEL_DIFFERENCE_PA, 3 * noise_pa(blocks)))
     epochs: list[dict] = []  # {"start": median onset, "end": ..., "levels": {sweep: level}}
     for k, s in enumerate(segs):
         for seg in s[1:]:
