@@ -188,9 +188,9 @@ export: $(STAMP)
 	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.bundle --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
 		--figures-dir $(FIGURES_DIR) $(if $(OUT),--out $(OUT))
 predict: $(STAMP)
-	$(if $(and $(MODELS),$(INPUT),$(OUT)),,$(error usage: make predict MODELS='<bundle folder> ...' INPUT=<file or folder> OUT=<folder> [FIGURES=1]))
+	$(if $(and $(MODELS),$(INPUT),$(OUT)),,$(error usage: make predict MODELS='<bundle folder> ...' INPUT=<file or folder of .nwb/.abf/.ibw> OUT=<folder> [FIGURES=1] [CELLS=<file,specimen_id csv>]))
 	$(PY) -m sts_utils.predict --models $(MODELS) --input $(INPUT) --out $(OUT) $(if $(FIGURES),--figures) \
-		$(if $(DEVICE),--device $(DEVICE)) $(if $(N_JOBS),--n-jobs $(N_JOBS))
+		$(if $(DEVICE),--device $(DEVICE)) $(if $(N_JOBS),--n-jobs $(N_JOBS)) $(if $(CELLS),--cells $(CELLS))
 
 # Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
 # in OPTUNA_STORAGE (a journal file path, or an RDB URL such as postgresql://...); the same command on other

@@ -72,8 +72,10 @@ else:
              + ", ".join(f"{k} {v}" for k, v in groups[group].value_counts().items()) + ".")
 predictions = predict.predict_cells(bundles, input_path, new_dir / "predictions", device=DEVICE, n_jobs=N_JOBS)
 predictions = predictions.merge(groups, on="specimen_id", how="left")
-# the paper's table names each cell by its file inside the input folder, never by a path of this machine
-write_csv_atomic(predictions.drop(columns="source"), page.figures / "new_cells_predictions.csv")
+# the paper's table names each cell by its file inside the input folder, never by a path of this machine; the step
+# windows and sweep QC of each cell stay in predictions.csv (the page's table keeps its published columns)
+page_columns = ["source", *[c for c in predict.STEP_COLUMNS if c in predictions.columns]]
+write_csv_atomic(predictions.drop(columns=page_columns), page.figures / "new_cells_predictions.csv")
 n_skipped = int((predictions["status"] != "ok").sum())
 page.show(predictions[[group, "specimen_id", "status", "reason", "ensemble_class", "ensemble_probability"]].head(12))
 if n_skipped:

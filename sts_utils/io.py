@@ -213,6 +213,13 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's content; of a folder (a cell's Igor waves), of its files' names and hashes."""
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(q for q in path.iterdir() if q.is_file()):
+            h.update(f"{p.name}\0{file_sha256(p, chunk)}\n".encode())
+        return h.hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

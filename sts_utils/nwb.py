@@ -178,7 +178,9 @@ def read_nwb2_sweep_table(path: str | os.PathLike) -> pd.DataFrame:
     """List the current-clamp sweeps of an NWB 2 file.
 
     Returns one row per sweep: ``sweep_number``, ``stimulus_code``, ``response_path``,
-    ``stimulus_path``, ``sampling_rate_hz``, ``n_samples``.
+    ``stimulus_path``, ``sampling_rate_hz``, ``n_samples``. Response and stimulus are paired by their
+    ``sweep_number``; files without one (NWB 2.4+ writers) are paired by the icephys
+    ``intracellular_recordings`` table, whose row order numbers the sweeps from 1.
     """
     rows: dict[int, dict] = {}
     with _open_h5(path) as f:
@@ -203,6 +205,18 @@ def read_nwb2_sweep_table(path: str | os.PathLike) -> pd.DataFrame:
                     row["n_samples"] = int(series["data"].shape[0])
                 else:
                     row["n_samples_stimulus"] = int(series["data"].shape[0])
+        icephys = "general/intracellular_ephys/intracellular_recordings"
+        if not rows and icephys in f and "responses/response" in f[icephys] and "stimuli/stimulus" in f[icephys]:
+            refs = zip(f[f"{icephys}/responses/response"][()], f[f"{icephys}/stimuli/stimulus"][()])
+            for n, (resp, stim) in enumerate(refs, start=1):
+                resp_obj, stim_obj = f[resp[2]], f[stim[2]]
+                if _attr_str(resp_obj.attrs.get("neurodata_type", "")) not in ("CurrentClampSeries", "IZeroClampSeries"):
+                    continue
+                rows[n] = {"sweep_number": n, "response_path": resp_obj.name.lstrip("/"),
+                           "stimulus_path": stim_obj.name.lstrip("/"),
+                           "stimulus_code": stimulus_code_of(_attr_str(resp_obj.attrs.get("stimulus_description", ""))),
+                           "sampling_rate_hz": float(resp_obj["starting_time"].attrs["rate"]),
+                           "n_samples": int(resp_obj["data"].shape[0]), "n_samples_stimulus": int(stim_obj["data"].shape[0])}
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         return pd.DataFrame(columns=["sweep_number", "stimulus_code", "response_path", "stimulus_path", "sampling_rate_hz", "n_samples"])

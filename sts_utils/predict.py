@@ -7,11 +7,15 @@ axis, and the store's float16 rounding. Every bundle then gives class probabilit
 is their mean.
 
 Accepted input (``--input``)
-    * an NWB 2 file (``.nwb`` with an ``acquisition`` group: DANDI 000020 / patch-seq layout), or an
-      Allen Cell Types NWB 1 file (``epochs`` and ``acquisition/timeseries``); the layout is read
-      from the HDF5 file, not from its name. A cell's id is the number in its file name
-      (``sub-<id>``, else the longest run of digits), else one is assigned; ``cell`` is the file's path.
-    * a folder: every ``*.nwb`` below it; a folder without NWB files: every ``*.csv`` / ``*.parquet``
+    * a recording of one cell: an NWB 2 file (``.nwb`` with an ``acquisition`` group: DANDI 000020 /
+      patch-seq layout, or written by another tool with ``CurrentClampSeries`` and their stimulus
+      series), an Allen Cell Types NWB 1 file (``epochs`` and ``acquisition/timeseries``), an Axon
+      ``.abf`` file, or a folder of Igor ``.ibw`` waves (one sweep and channel each,
+      ``<protocol>_ch<k>_<n>.ibw``). Channels are told apart by their units; the step of each sweep
+      comes from its command or stimulus waveform (:mod:`sts_utils.rigs`). A cell's id comes from
+      ``--cells`` (CSV: ``file``, ``specimen_id``) or a ``sub-<id>`` name, else 1, 2, ... in file
+      order; ``cell`` is the file's (or folder's) path.
+    * a folder: every recording below it; a folder without recordings: every ``*.csv`` / ``*.parquet``
       below it, read as spike tables.
     * a spike table (``.csv`` or ``.parquet``), for bundles trained on spike trains (teeter2018).
       Columns: ``specimen_id`` (or ``cell_id``, any text), ``sweep_number`` (or ``repeat``), ``epoch``
@@ -23,8 +27,9 @@ Accepted input (``--input``)
 
 Output (``--out``; written to a temporary folder beside it and renamed into place, so nothing is
 half-written): ``predictions.csv`` (one row per cell: every model's ``<backbone>_p_<class>``, the
-ensemble's ``ensemble_p_<class>``, ``ensemble_class`` and ``ensemble_probability``, the sweeps used,
-``status`` and ``reason``), ``skipped.csv`` (the cells and files that could not be used, with the
+ensemble's ``ensemble_p_<class>``, ``ensemble_class`` and ``ensemble_probability``, the sweeps used with their
+amplitudes and step windows (``stim_start_ch<k>_s``/``stim_end_ch<k>_s``), the rheobase and how the
+protocol's grid bounds it (``rheobase_note``), the sweeps' QC counts (``sweep_qc``), ``status`` and ``reason``), ``skipped.csv`` (the cells and files that could not be used, with the
 reason), ``run.json`` (bundles, their hashes, the setting, the input) and, with ``figures``,
 ``figures/<specimen_id>.png`` per cell.
 
@@ -65,13 +70,18 @@ from .scalograms import ScalogramParams, analysis_window_s, cell_signals
 from .tables import read_cells, read_spike_trains, read_sweeps, write_spike_trains
 from .training import predict_proba
 
-RECORDING_SUFFIXES = (".nwb",)
+RECORDING_SUFFIXES = (".nwb", ".abf")
+#: one Igor wave per sweep and channel: a folder of them is one cell
+IGOR_SUFFIX = ".ibw"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 #: spike-table columns and the other names accepted for them
 SPIKE_TABLE_COLUMNS = {"specimen_id": ("specimen_id", "cell_id"), "sweep_number": ("sweep_number", "repeat"),
                        "epoch": ("epoch",), "spike_times_s": ("spike_times_s",)}
 #: what the selection tells about a cell, kept in predictions.csv
-META_COLUMNS = ("sweep_ch0", "sweep_ch1", "amplitude_ch0_pa", "amplitude_ch1_pa", "rheobase_pa", "n_repeats", "time_scale")
+META_COLUMNS = ("sweep_ch0", "sweep_ch1", "amplitude_ch0_pa", "amplitude_ch1_pa", "stim_start_ch0_s", "stim_end_ch0_s",
+                "stim_start_ch1_s", "stim_end_ch1_s", "rheobase_pa", "rheobase_note", "n_repeats", "time_scale")
+#: what predictions.csv says of each cell's step windows, rheobase bracket and sweep QC (notebook 09's table leaves them out)
+STEP_COLUMNS = ("stim_start_ch0_s", "stim_end_ch0_s", "stim_start_ch1_s", "stim_end_ch1_s", "rheobase_note", "sweep_qc")
 #: the class colours of :mod:`sts_utils.plots` (repeated: a stage does not import the presentation layer)
 CLASS_COLORS = {"Pvalb": "#d62728", "Sst": "#ff7f0e", "Vip/Lamp5": "#9467bd", "Excitatory": "#1f77b4"}
 WINDOW_TOLERANCE = 0.01  # relative difference of the input's median step (or epoch) from the training window
@@ -110,32 +120,64 @@ SKIPPED_COLUMNS = ["specimen_id", "cell", "source", "reason"]
 
 
 def recording_format(path: str | os.PathLike) -> str:
-    """``nwb2`` or ``nwb1`` from the file's HDF5 layout.
+    """``abf`` (an ``.abf`` file), ``ibw`` (a folder of Igor waves), else ``nwb2`` or ``nwb1`` from the HDF5 layout.
 
     Raises
     ------
     RecordingError
         Not an HDF5 file, or neither layout.
     """
+    path = Path(path)
+    if path.is_dir():
+        return "ibw"
+    if path.suffix.lower() == ".abf":
+        return "abf"
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise RecordingError(f"not an HDF5/NWB file ({str(exc).splitlines()[0][:120]})") from exc
+        raise RecordingError(f"{path}: not an HDF5/NWB file ({str(exc).splitlines()[0][:120]}); the file is truncated "
+                             "or damaged: copy or export it again") from exc
     with f:
         if "epochs" in f and "acquisition" in f and "timeseries" in f["acquisition"]:
             return "nwb1"
         if "acquisition" in f:
             return "nwb2"
-    raise RecordingError("HDF5 file with neither an NWB 2 'acquisition' group nor the Allen NWB 1 layout")
+    raise RecordingError(f"{path}: HDF5 file with neither an NWB 2 'acquisition' group nor the Allen NWB 1 layout")
 
 
 def id_from_name(path: Path) -> int | None:
-    """The specimen id in a file name: ``sub-<id>``, else the longest run of digits; None without digits."""
+    """The specimen id a DANDI-style name states (``sub-<id>``); None otherwise.
+
+    Other digits in a name (a year, a cell's number in a series) are not ids: such cells get ids
+    from the user's mapping (``--cells``) or 1, 2, ... in file order.
+    """
     m = re.search(r"sub-(\d+)", path.name)
-    if m:
-        return int(m.group(1))
-    runs = re.findall(r"\d+", path.stem)
-    return int(max(runs, key=len)) if runs else None
+    return int(m.group(1)) if m else None
+
+
+def read_cell_mapping(path: str | os.PathLike) -> dict[str, int]:
+    """A user's file -> cell mapping: CSV with ``file`` (path relative to the input folder) and ``specimen_id`` (integer).
+
+    Raises
+    ------
+    TableError
+        Missing columns or an id that is not an integer (one line naming the file and the fix).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{path}: cannot be read as a CSV table ({type(exc).__name__})") from exc
+    missing = [c for c in ("file", "specimen_id") if c not in df.columns]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a cell mapping needs file (relative to "
+                         "the input folder; a folder for Igor waves) and specimen_id (an integer)")
+    ids = pd.to_numeric(df["specimen_id"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        k = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TableError(f"{path}: line {k + 2}: specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
+    return {str(Path(f)): int(i) for f, i in zip(df["file"], ids)}
 
 
 def _assign_ids(wanted: list[int | None]) -> list[int]:
@@ -162,22 +204,28 @@ def _input_files(path: Path) -> tuple[str, list[Path], Path]:
         if suffix in TABLE_SUFFIXES:
             return "tables", [path], path.parent
         return "recordings", [path], path.parent
-    recs = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in RECORDING_SUFFIXES)
+    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    recs = [p for p in files if p.suffix.lower() in RECORDING_SUFFIXES]
+    recs += sorted({p.parent for p in files if p.suffix.lower() == IGOR_SUFFIX})  # a cell's Igor waves share a folder
     if recs:
-        return "recordings", recs, path
+        return "recordings", sorted(recs), path
     tables = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
                     and not p.name.startswith("."))
     if tables:
         return "tables", tables, path
-    raise PredictError(f"{path}: no .nwb file and no spike table (.csv, .parquet) in this folder")
+    raise PredictError(f"{path}: no recording (.nwb, .abf, folders of .ibw) and no spike table (.csv, .parquet) in this folder")
 
 
-def read_recordings(files: list[Path], root: Path, n_jobs: int = 1) -> NewCells:
-    """Sweep table of NWB 2 / NWB 1 files; unreadable files and files without current-clamp sweeps are listed."""
-    ids = _assign_ids([id_from_name(p) for p in files])
+def read_recordings(files: list[Path], root: Path, n_jobs: int = 1, mapping: dict[str, int] | None = None) -> NewCells:
+    """Sweep table of NWB 2 / NWB 1 / ABF files and folders of Igor waves; unusable ones are listed with the reason.
+
+    ``mapping`` (:func:`read_cell_mapping`) gives cells their ids; otherwise a ``sub-<id>`` name, else 1, 2, ...
+    """
+    mapping = mapping or {}
+    ids = _assign_ids([mapping.get(str(p.relative_to(root)), id_from_name(p)) for p in files])
     cells = pd.DataFrame({"specimen_id": ids, "cell": [str(p.relative_to(root)) for p in files],
                           "source": [str(p) for p in files]})
-    by_format: dict[str, dict[int, Path]] = {"nwb2": {}, "nwb1": {}}
+    by_format: dict[str, dict[int, Path]] = {"nwb2": {}, "nwb1": {}, "abf": {}, "ibw": {}}
     skipped = []
     for sid, p in zip(ids, files):
         try:
@@ -297,11 +345,21 @@ def read_spike_tables(files: list[Path], root: Path) -> NewCells:
     return NewCells("spike_trains", table, root, cells, pd.DataFrame(columns=SKIPPED_COLUMNS))
 
 
-def read_new_cells(input_path: str | os.PathLike, n_jobs: int = 1) -> NewCells:
-    """Read an input file or folder (NWB 2, NWB 1 or spike tables; see the module docstring)."""
+def read_new_cells(input_path: str | os.PathLike, n_jobs: int = 1, cells: str | os.PathLike | None = None) -> NewCells:
+    """Read an input file or folder (NWB 2, NWB 1, ABF, Igor waves or spike tables; see the module docstring).
+
+    Raises
+    ------
+    RecordingError
+        A single input file that cannot be read (a folder lists such files in ``skipped`` instead).
+    """
     kind, files, root = _input_files(Path(input_path))
     if kind == "recordings":
-        return read_recordings(files, root, n_jobs=n_jobs)
+        new = read_recordings(files, root, n_jobs=n_jobs, mapping=read_cell_mapping(cells) if cells else None)
+        unreadable = new.skipped[new.skipped["reason"].str.startswith("unreadable")]
+        if Path(input_path).is_file() and len(unreadable):
+            raise RecordingError(unreadable["reason"].iloc[0].removeprefix("unreadable: ").splitlines()[0])
+        return new
     return read_spike_tables(files, root)
 
 
@@ -391,8 +449,8 @@ def _atomic_out_folder(out_dir: Path) -> Path:
 
 
 def predict_cells(bundles: list[str | os.PathLike], input: str | os.PathLike, out_dir: str | os.PathLike,
-                  figures: bool = False, device: str | None = None, n_jobs: int = 1, progress: bool = True
-                  ) -> pd.DataFrame:
+                  figures: bool = False, device: str | None = None, n_jobs: int = 1, progress: bool = True,
+                  cells: str | os.PathLike | None = None) -> pd.DataFrame:
     """Classify the cells of ``input`` with every bundle and their ensemble; write ``out_dir``.
 
     Parameters
@@ -411,6 +469,8 @@ def predict_cells(bundles: list[str | os.PathLike], input: str | os.PathLike, ou
         ``cpu``, ``cuda``... (default: CUDA when available).
     n_jobs
         Worker processes for reading files and computing scalograms.
+    cells
+        Optional CSV mapping recordings to cell ids (``file``, ``specimen_id``; :func:`read_cell_mapping`).
     progress
         Progress bars on the terminal.
 
@@ -434,7 +494,7 @@ def predict_cells(bundles: list[str | os.PathLike], input: str | os.PathLike, ou
         raise BundleError("no model bundle given (--models)")
     cards = [{**read_card(b), "folder": str(b)} for b in bundles]
     setting = check_compatible(cards)
-    new = read_new_cells(input_path, n_jobs=n_jobs)
+    new = read_new_cells(input_path, n_jobs=n_jobs, cells=cells)
     _check_kind(cards, new, input_path)
     win = input_window_s(new, setting)
     window_note = ""
@@ -498,22 +558,31 @@ def _predictions_table(new: NewCells, images: dict, ok: list[int], probas: list[
                 row.update({f"{p}_p_{cl}": float(pr[k, j]) for j, cl in enumerate(CLASSES)})
             meta = images[sid][1]
             row["sweeps_used"] = _sweeps_used(meta)
+            row["sweep_qc"] = _sweep_qc_counts(new.table, sid)
             row.update({m: meta[m] for m in META_COLUMNS if m in meta})
         else:
             reason = images[sid][0] if sid in images else next(
                 (r for r in new.skipped.loc[new.skipped["specimen_id"] == sid, "reason"]), "no usable sweep or spike train")
-            row.update(status="skipped", reason=reason)
+            row.update(status="skipped", reason=reason, sweep_qc=_sweep_qc_counts(new.table, sid))
         rows.append(row)
     cols = ["specimen_id", "cell", "source", "status", "reason", "ensemble_class", "ensemble_probability",
             *[f"ensemble_p_{cl}" for cl in CLASSES],
             *[c for p in prefixes for c in (f"{p}_class", *[f"{p}_p_{cl}" for cl in CLASSES])],
-            "sweeps_used"]
+            "sweeps_used", "sweep_qc"]
     df = pd.DataFrame(rows)
     return df.reindex(columns=cols + [m for m in META_COLUMNS if m in df.columns])
 
 
+def _sweep_qc_counts(table: pd.DataFrame, sid: int) -> str:
+    """``reason: count`` of a cell's sweeps (``ok``, or the check that skipped them); empty for spike tables."""
+    if "sweep_qc" not in table.columns:
+        return ""
+    counts = table.loc[table["specimen_id"] == sid, "sweep_qc"].value_counts()
+    return "; ".join(f"{reason}: {n}" for reason, n in counts.items())
+
+
 def _skipped_table(new: NewCells, table: pd.DataFrame) -> pd.DataFrame:
-    return table.loc[table["status"] != "ok", SKIPPED_COLUMNS].reset_index(drop=True)
+    return table.loc[table["status"] != "ok", SKIPPED_COLUMNS + ["sweep_qc"]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------- figures
@@ -616,7 +685,7 @@ def unlabelled_cells(dataset: str, data_dir: str | os.PathLike | None, out_dir: 
 
     Spike-time datasets: their rows of ``spike_trains.parquet`` are written to
     ``<out_dir>/unsure_spike_trains.parquet``. Voltage datasets: their recording files are linked into
-    ``<out_dir>/raw/`` as ``<specimen_id>.nwb`` (symbolic links), so the ids read from the names are theirs.
+    ``<out_dir>/raw/`` as ``sub-<specimen_id>.nwb`` (symbolic links), so the ids read from the names are theirs.
 
     Returns
     -------
@@ -638,7 +707,7 @@ def unlabelled_cells(dataset: str, data_dir: str | os.PathLike | None, out_dir: 
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for sid, rel in zip(files["specimen_id"], files["file"]):
-        link = raw / f"{int(sid)}.nwb"
+        link = raw / f"sub-{int(sid)}.nwb"  # the DANDI-style name whose id predict reads back
         if not link.is_symlink():
             link.symlink_to((ddir / "raw" / rel).resolve())
     return raw, unsure
@@ -775,8 +844,8 @@ def distribution_reading(summary: pd.DataFrame, by: str, tag: str = "") -> str:
 # --------------------------------------------------------------------------------------------- CLI
 
 EPILOG = """input:
-  an NWB 2 file (.nwb, DANDI 000020 / patch-seq layout) or Allen NWB 1 file, or a folder of them (searched
-  recursively); or a spike table (.csv / .parquet, or a folder of them when it holds no .nwb) with columns
+  a recording (.nwb: NWB 2 of any writer or Allen NWB 1; .abf: Axon; a folder of Igor .ibw waves = one cell),
+  or a folder of them (searched recursively; unreadable files are listed in skipped.csv); or a spike table (.csv / .parquet, or a folder of them when it holds no .nwb) with columns
   specimen_id (or cell_id), sweep_number (or repeat), epoch (2 and 3), spike_times_s (s; one spike per row,
   or a list per row), optional epoch_start_s, epoch_end_s (default teeter2018's 10-13 s and 18-21 s).
 output (OUT, replaced as a whole when it holds an earlier run):
@@ -792,15 +861,17 @@ def main(argv: list[str] | None = None) -> int:
                                              "model bundles; several bundles are averaged into an ensemble.")
     ap.add_argument("--models", nargs="+", required=True, metavar="BUNDLE",
                     help="bundle folders (python -m sts_utils.bundle / make export)")
-    ap.add_argument("--input", required=True, help="NWB file, spike table, or a folder of them")
+    ap.add_argument("--input", required=True, help="NWB or ABF file, spike table, or a folder of them (or of Igor waves)")
     ap.add_argument("--out", required=True, help="output folder (new, empty, or an earlier run's)")
     ap.add_argument("--figures", action="store_true", help="one PNG per cell in OUT/figures/")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--n-jobs", type=int, default=1, help="worker processes (default 1)")
+    ap.add_argument("--cells", default=None, metavar="CSV",
+                    help="file -> cell id mapping (columns file, specimen_id); default: sub-<id> names, else 1, 2, ...")
     args = ap.parse_args(argv)
     try:
         table = predict_cells(args.models, args.input, args.out, figures=args.figures, device=args.device,
-                              n_jobs=args.n_jobs)
+                              n_jobs=args.n_jobs, cells=args.cells)
     except (BundleError, TableError, PredictError, MissingArtifactError, RecordingError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Recording files -> the sweep table, and one sweep back from it.
 
-Stage I/O. NWB 2 (patch-seq, demo) and NWB 1 (Allen Cell Types DB) files are scanned into one sweep
-table (:data:`sts_utils.tables.SWEEP_COLUMNS`, plus each file's SHA-256, so that every result
+Stage I/O. NWB 2 (patch-seq, demo, other tools), NWB 1 (Allen Cell Types DB), Axon ABF and folders of
+Igor waves (:mod:`sts_utils.rigs`) are scanned into one sweep table (:data:`sts_utils.tables.SWEEP_COLUMNS`, plus each file's SHA-256, so that every result
 computed from a file can name the content it came from); :func:`load_sweep` reads one sweep back
 lazily. teeter2018's spike-time files are read into spike-train rows (:func:`read_teeter_cell`),
 with the 1.25x stretched time base of newer recordings detected and undone.
@@ -23,31 +23,11 @@ from .config import logger, progress_stream
 from .errors import RecordingError
 from .io import file_sha256
 from .nwb import Sweep, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table, read_nwb2_sweep_table
+from .rigs import load_abf_sweep, load_ibw_sweep, rows_from_traces, scan_abf_file, scan_ibw_cell
+from .steps import find_step_epoch
 from .tables import SWEEP_COLUMNS
 
 # ------------------------------------------------------------------------------------- sweep tables
-
-def find_step_epoch(i_pa: np.ndarray, sampling_rate_hz: float, min_duration_s: float = 0.1) -> tuple[float, float, float]:
-    """Onset (s), offset (s) and amplitude (pA) of the longest constant non-zero step in a stimulus.
-
-    Short test pulses before the step are ignored by taking the longest run. Returns NaNs for a
-    stimulus without such a step.
-    """
-    i = np.asarray(i_pa, dtype=float)
-    if i.size == 0 or not np.isfinite(i).all():
-        return np.nan, np.nan, np.nan
-    active = np.abs(i) > 0.5  # pA
-    if not active.any():
-        return np.nan, np.nan, 0.0
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    k = int(np.argmax(ends - starts))
-    start, end = starts[k], ends[k]
-    if (end - start) / sampling_rate_hz < min_duration_s:
-        return np.nan, np.nan, np.nan
-    # rounded to 0.01 pA: stored currents are quantised, and float noise would split equal steps
-    return start / sampling_rate_hz, end / sampling_rate_hz, round(float(np.median(i[start:end])), 2)
-
 
 _ONTOLOGY: StimulusOntology | None = None
 
@@ -64,11 +44,25 @@ def stimulus_kind_of_code(code: str) -> str:
 
 
 def scan_nwb2_file(path: Path, specimen_id: int, relative_to: Path) -> pd.DataFrame:
-    """Sweep-table rows of one NWB 2 file (all current-clamp sweeps, step timing from the stimulus)."""
+    """Sweep-table rows of one NWB 2 file (all current-clamp sweeps, step timing from the stimulus).
+
+    Files whose stimulus codes ipfx's ontology knows (DANDI 000020, patch-seq, demo) take their
+    stimulus kinds from the codes. Files written by other tools (no known code) are read like any
+    rig's recording (:func:`sts_utils.rigs.rows_from_traces`): the step comes from the stimulus
+    series itself, which may be a measured, noisy current, and implausible sweeps are counted skips.
+    """
     table = read_nwb2_sweep_table(path)
+    kinds = [stimulus_kind_of_code(c) for c in table["stimulus_code"]]
+    if len(table) and all(k.lower() == "unknown" for k in kinds):
+        sweeps = []
+        for r in table.itertuples(index=False):
+            sw = load_nwb2_sweep(path, r.response_path, r.stimulus_path)
+            sweeps.append({"sweep_number": r.sweep_number, "stimulus_code": r.stimulus_code, "v_mv": sw.v_mv,
+                           "i_pa": sw.i_pa, "sampling_rate_hz": sw.sampling_rate_hz, "response_path": r.response_path,
+                           "stimulus_path": r.stimulus_path})
+        return rows_from_traces(specimen_id, sweeps, "nwb2", str(path.relative_to(relative_to)))
     rows = []
-    for r in table.itertuples(index=False):
-        kind = stimulus_kind_of_code(r.stimulus_code)
+    for r, kind in zip(table.itertuples(index=False), kinds):
         start = end = amp = np.nan
         qc = "ok"
         if r.n_samples < getattr(r, "n_samples_stimulus", r.n_samples):
@@ -118,7 +112,7 @@ def scan_recordings(files: dict[int, Path], fmt: str, root: Path, n_jobs: int = 
     sweeps : the sweep table of every readable file
     qc : one row per file: specimen_id, qc_status (``ok`` or the reason it was skipped), n_sweeps
     """
-    scan = scan_nwb2_file if fmt == "nwb2" else scan_nwb1_file
+    scan = SCANNERS[fmt]
     tables, qc = [], []
     items = sorted(files.items())
     with ProcessPoolExecutor(max_workers=max(1, n_jobs)) as pool:
@@ -134,6 +128,10 @@ def scan_recordings(files: dict[int, Path], fmt: str, root: Path, n_jobs: int = 
     if len(bad):
         logger.warning("skipped %d of %d files: %s", len(bad), len(qc_df), bad.qc_status.value_counts().to_dict())
     return sweeps, qc_df
+
+
+#: sweep-table ``format`` -> the function that scans one cell's recording (a file, or an Igor folder)
+SCANNERS = {"nwb2": scan_nwb2_file, "nwb1": scan_nwb1_file, "abf": scan_abf_file, "ibw": scan_ibw_cell}
 
 
 def _safe_scan(scan, path: Path, sid: int, root: Path):
@@ -155,6 +153,10 @@ def load_sweep(row: pd.Series | dict, root: str | os.PathLike) -> Sweep:
         return load_nwb2_sweep(path, row["response_path"], row["stimulus_path"])
     if row["format"] == "nwb1":
         return load_nwb1_sweep(path, int(row["sweep_number"]))
+    if row["format"] == "abf":
+        return load_abf_sweep(path, int(row["sweep_number"]), row["response_path"], row["stimulus_path"])
+    if row["format"] == "ibw":
+        return load_ibw_sweep(path, row["response_path"], row["stimulus_path"])
     raise ValueError(f"sweep format {row['format']!r} has no voltage trace; use the spike-train table")
 
 

@@ -46,7 +46,7 @@ from .recordings import load_sweep
 from .signals import bin_spike_train, resample_window
 from .store import stored_rows, write_store
 from .sweeps import DEFAULT_OFFSETS_PA, LongSquareAnalysis, Selection, analyse_long_squares, check_offsets, detect_spikes, \
-    select_suprathreshold_sweeps
+    select_suprathreshold_sweeps, selection_tolerance_pa
 from .tables import read_cells, read_spike_trains, read_sweeps
 
 #: image channels the CNNs' input mapping (0, 1, 0) needs
@@ -150,18 +150,23 @@ def select_cell_sweeps(cell_sweeps: pd.DataFrame, root: Path, params: ScalogramP
         ls = ls[ls["sweep_qc"] == "ok"]  # truncated sweeps and the like are left out (counted in notebook 01)
     ls = ls[ls["amplitude_pa"] > 0]
     if ls.empty:
-        raise SelectionError("no depolarizing long-square sweep")
-    analysis = analyse_long_squares(ls, lambda row: load_sweep(row, root),
-                                    stop_after_pa=max(params.offsets_pa) + params.max_distance_pa)
+        qc = cell_sweeps["sweep_qc"].value_counts() if "sweep_qc" in cell_sweeps.columns else pd.Series(dtype=int)
+        bad = "; ".join(f"{reason}: {n}" for reason, n in qc.items() if reason != "ok")
+        raise SelectionError("no depolarizing long-square sweep", f"sweeps skipped: {bad}" if bad else "")
+    # sweeps beyond the farthest target plus the tolerance are never chosen (a coarse grid widens the tolerance)
+    reach_pa = max(params.offsets_pa) + selection_tolerance_pa(ls["amplitude_pa"], params.max_distance_pa)
+    analysis = analyse_long_squares(ls, lambda row: load_sweep(row, root), stop_after_pa=reach_pa)
     return analysis, select_suprathreshold_sweeps(analysis.table, params.offsets_pa, params.max_distance_pa)
 
 
 def _selection_meta(analysis: LongSquareAnalysis, sel: Selection) -> dict:
-    starts = [float(analysis.table.loc[analysis.table.sweep_number == sn, "stim_start_s"].iloc[0]) for sn in sel.sweep_numbers]
+    rows = [analysis.table.loc[analysis.table.sweep_number == sn].iloc[0] for sn in sel.sweep_numbers]
     return {"rheobase_pa": sel.rheobase_pa, "rheobase_sweep": sel.rheobase_sweep, "nan_sweeps": analysis.nan_sweeps,
+            "rheobase_note": sel.rheobase_note, "tolerance_pa": sel.tolerance_pa,
             **{f"sweep_ch{k}": s for k, s in enumerate(sel.sweep_numbers)},
             **{f"amplitude_ch{k}_pa": a for k, a in enumerate(sel.amplitudes_pa)},
-            **{f"stim_start_ch{k}_s": s for k, s in enumerate(starts)}}
+            **{f"stim_start_ch{k}_s": float(r["stim_start_s"]) for k, r in enumerate(rows)},
+            **{f"stim_end_ch{k}_s": float(r["stim_end_s"]) for k, r in enumerate(rows)}}
 
 
 def cell_voltage_signals(cell_sweeps: pd.DataFrame, root: Path, params: ScalogramParams) -> tuple[list[np.ndarray], dict]:

@@ -8,6 +8,12 @@ module reads no file itself. Every stage that needs spike counts, a rheobase or 
 Rheobase is the smallest long-square amplitude with at least one spike inside the step; the STS
 channels are the sweeps nearest to ``rheobase + OFFSETS_PA`` (default ``[40, 50]``, the paper's
 choice). Ties go to the higher amplitude, and the channels are distinct sweeps.
+
+Real protocols are coarser than the Allen one: a grid of 25-100 pA bounds the true rheobase only
+between its last silent and first spiking step, and may start above it. :func:`rheobase_note`
+says which; the tolerance for a chosen sweep is the larger of ``max_distance_pa`` and half the
+grid's step (:func:`grid_step_pa`), since no sweep of such a protocol can be nearer (the demo's
+20 pA grid keeps the 20 pA tolerance).
 """
 from __future__ import annotations
 
@@ -139,6 +145,8 @@ class Selection:
     rheobase_sweep: int
     sweep_numbers: tuple[int, ...]
     amplitudes_pa: tuple[float, ...]
+    rheobase_note: str = ""
+    tolerance_pa: float = np.nan
 
 
 def find_rheobase(sweeps: pd.DataFrame) -> tuple[float, int]:
@@ -157,6 +165,30 @@ def find_rheobase(sweeps: pd.DataFrame) -> tuple[float, int]:
         raise SelectionError("no spiking long-square sweep")
     first = spiking.iloc[0]
     return float(first["amplitude_pa"]), int(first["sweep_number"])
+
+
+def grid_step_pa(amplitudes_pa) -> float:
+    """The protocol's amplitude step (pA): the median spacing of its distinct amplitudes; NaN with fewer than two."""
+    a = np.unique(np.round(np.asarray(amplitudes_pa, dtype=float), 0))
+    return float(np.median(np.diff(a))) if a.size > 1 else np.nan
+
+
+def selection_tolerance_pa(amplitudes_pa, max_distance_pa: float) -> float:
+    """How far (pA) a chosen sweep may be from its target: ``max_distance_pa``, or half the grid step of the
+    protocol's depolarizing amplitudes when that is larger (no sweep of the protocol can be nearer)."""
+    a = np.asarray(amplitudes_pa, dtype=float)
+    step = grid_step_pa(a[np.isfinite(a) & (a > 0)])
+    return max(max_distance_pa, step / 2) if np.isfinite(step) else float(max_distance_pa)
+
+
+def rheobase_note(sweeps: pd.DataFrame, rheobase_pa: float) -> str:
+    """Where the true rheobase lies, given the grid: between the last silent and the first spiking step, or at or below the smallest."""
+    usable = sweeps.dropna(subset=["amplitude_pa", "n_spikes"])
+    silent = usable[(usable["amplitude_pa"] < rheobase_pa) & (usable["amplitude_pa"] > 0)]
+    if silent.empty:
+        return f"at or below the smallest depolarizing step ({rheobase_pa:g} pA): the protocol starts above rheobase"
+    below = float(silent["amplitude_pa"].max())
+    return f"between {below:g} and {rheobase_pa:g} pA (grid step {grid_step_pa(usable['amplitude_pa']):g} pA)"
 
 
 def check_offsets(offsets_pa) -> tuple[float, ...]:
@@ -187,7 +219,8 @@ def select_suprathreshold_sweeps(
     offsets_pa
         Offsets above rheobase (pA), one per channel.
     max_distance_pa
-        A chosen sweep may be at most this far from its target amplitude (pA).
+        A chosen sweep may be at most this far from its target amplitude (pA), or half the protocol's
+        grid step (:func:`grid_step_pa`) when that is larger.
 
     Raises
     ------
@@ -198,6 +231,7 @@ def select_suprathreshold_sweeps(
     rheobase, rheo_sweep = find_rheobase(sweeps)
     usable = sweeps.dropna(subset=["amplitude_pa", "n_spikes"])
     usable = usable[usable["amplitude_pa"] >= rheobase]
+    tolerance = selection_tolerance_pa(sweeps["amplitude_pa"], max_distance_pa)
     chosen: list[int] = []
     amps: list[float] = []
     for off in offsets:
@@ -209,8 +243,9 @@ def select_suprathreshold_sweeps(
         # nearest first; among equals the higher amplitude; then the later sweep (a repeat)
         cand = cand.sort_values(["distance", "amplitude_pa", "sweep_number"], ascending=[True, False, False])
         best = cand.iloc[0]
-        if best["distance"] > max_distance_pa:
-            raise SelectionError(f"no sweep near rheobase+{off:g} pA", f"nearest is {best['amplitude_pa'] - rheobase:+g} pA")
+        if best["distance"] > tolerance:
+            raise SelectionError(f"no sweep near rheobase+{off:g} pA", f"nearest is {best['amplitude_pa'] - rheobase:+g} pA "
+                                 f"(tolerance {tolerance:g} pA)")
         chosen.append(int(best["sweep_number"]))
         amps.append(float(best["amplitude_pa"]))
-    return Selection(rheobase, rheo_sweep, tuple(chosen), tuple(amps))
+    return Selection(rheobase, rheo_sweep, tuple(chosen), tuple(amps), rheobase_note(sweeps, rheobase), tolerance)

@@ -97,7 +97,7 @@ def test_cli_on_a_folder_with_a_corrupt_file_predicts_the_rest_and_lists_it(setu
     assert len(table) == 3 and (table["status"] == "ok").sum() == 2
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
     assert list(skipped["cell"]) == ["broken_123.nwb"] and skipped["reason"].iloc[0].startswith("unreadable")
-    assert int(skipped["specimen_id"].iloc[0]) == 123
+    assert int(skipped["specimen_id"].iloc[0]) == 1  # the digits of "broken_123" are no id (issue 23): assigned
     assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == 2
     assert "2 predicted, 1 skipped" in capsys.readouterr().out
 
@@ -110,10 +110,10 @@ def test_an_nwb1_file_is_recognised_by_its_layout(setup, tmp_path):
         sw = load_nwb2_sweep(src, r.response_path, r.stimulus_path)
         sweeps.append({"sweep_number": r.sweep_number, "stimulus_name": "Long Square", "amplitude_pa": np.nan,
                        "v_mv": sw.v_mv, "i_pa": sw.i_pa})
-    write_nwb1_cell(tmp_path / "in" / "cell_900000000.nwb", sweeps, sw.sampling_rate_hz)
+    write_nwb1_cell(tmp_path / "in" / "sub-900000000.nwb", sweeps, sw.sampling_rate_hz)
     v1 = predict.predict_cells([b], tmp_path / "in", tmp_path / "o1", progress=False)
     v2 = predict.predict_cells([b], src, tmp_path / "o2", progress=False)
-    assert predict.recording_format(tmp_path / "in" / "cell_900000000.nwb") == "nwb1"
+    assert predict.recording_format(tmp_path / "in" / "sub-900000000.nwb") == "nwb1"
     assert predict.recording_format(src) == "nwb2"
     assert v1["status"].iloc[0] == "ok" and v1["specimen_id"].iloc[0] == 900000000
     cols = [f"ensemble_p_{c}" for c in CLASSES]

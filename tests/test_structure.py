@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sts_utils"
 
 LAYERS = {
     0: {"config", "errors", "io"},
-    1: {"cwt", "signals", "sweeps", "metrics", "simulate", "spike_train_features", "stats", "fusion"},
-    2: {"nwb", "registry", "labels", "tables", "recordings", "store", "models", "search"},
+    1: {"cwt", "signals", "steps", "sweeps", "metrics", "simulate", "spike_train_features", "stats", "fusion"},
+    2: {"nwb", "rigs", "registry", "labels", "tables", "recordings", "store", "models", "search"},
     3: {"acquisition", "scalograms", "splits", "training", "features", "baseline", "evaluation", "audit", "saliency",
         "bundle", "predict", "comparison"},
     4: {"plots", "pages", "runner", "book", "report"},
