@@ -205,6 +205,7 @@ search: $(D)/splits.csv | $(STAMP)
 
 # ---------------------------------------------------------------------------------------------- tools
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not integration" -q
 
 test-integration: $(STAMP)

@@ -304,7 +304,7 @@ def read_spike_table(path: str | os.PathLike) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce")
-        fill = df["epoch"].map(lambda e: TEETER_EPOCHS_S.get(int(e), (np.nan, np.nan))[default])
+        fill = df["epoch"].map(lambda e, k=default: TEETER_EPOCHS_S.get(int(e), (np.nan, np.nan))[k])
         df[col] = df[col].fillna(fill)
     if df[["epoch_start_s", "epoch_end_s"]].isna().any().any():
         bad = sorted(df.loc[df["epoch_start_s"].isna() | df["epoch_end_s"].isna(), "epoch"].unique())

@@ -227,7 +227,7 @@ def explained_cells(pred: pd.DataFrame, max_cells: int) -> pd.DataFrame:
 
 
 def explain_backbones(dataset: str, backbones: list[str], data_dir: str | os.PathLike | None = None,
-                      methods: list[str] = list(METHODS), ig_steps: int = 16, max_test_cells: int = 48, seed: int = 0,
+                      methods: tuple[str, ...] | list[str] = METHODS, ig_steps: int = 16, max_test_cells: int = 48, seed: int = 0,
                       device: str | None = None) -> SaliencyResult:
     """Attributions of every trained backbone on its test cells (repeat 0), and the deletion test.
 

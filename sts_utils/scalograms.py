@@ -359,7 +359,7 @@ def _consolidate(ddir: Path, cells: pd.DataFrame, results: dict, fingerprints: d
                              {**asdict(params), "window_s": window_s, "f_min_hz_used": float(freqs[0]),
                               "f_max_hz_used": float(freqs[-1]), "shard_dir": shard_dir.name},
                              seed, {"cells.csv": ddir / "cells.csv", input_path.name: input_path}, {"qc_counts": counts})
-    del previous  # the old file is replaced; drop the mapping of it
+    previous = None  # the old file is replaced; drop the mapping of it
     for sid in index["specimen_id"]:  # the store now holds these images: retire the shards
         (shard_dir / f"{int(sid)}.npy").unlink(missing_ok=True)
     logger.info("scalograms: %d cells stored, qc %s", len(index), counts)

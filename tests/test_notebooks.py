@@ -1,9 +1,6 @@
 """Notebook pages run through the runner from any folder and name what they miss (every page of a whole tiny
 run is checked on the integration test's run, tests/test_integration.py)."""
-import json
 
-import nbformat
-import pandas as pd
 import pytest
 
 from sts_utils.runner import execute_notebook

@@ -195,7 +195,8 @@ def check_lab(browser, notebooks: Path, shots: Path | None, log_path: Path, time
                     page.screenshot(path=str(shots / "lab_failed.png"))
                 editor = page.query_selector(".jp-FileEditor, .jp-FileEditorCodeWrapper")
                 raise CheckFailed(f"{LAB_NOTEBOOK} opened as {'a text editor' if editor else 'no notebook'} in "
-                                  f"JupyterLab, not as a notebook (is jupytext's default viewer set? `make env`)")
+                                  f"JupyterLab, not as a notebook (is jupytext's default viewer set? `make env`)"
+                                  ) from None
             # the kernel the toolbar shows, once the session is up
             try:
                 page.wait_for_function(
@@ -206,7 +207,8 @@ def check_lab(browser, notebooks: Path, shots: Path | None, log_path: Path, time
                 shown = page.eval_on_selector_all(
                     ".jp-NotebookPanel .jp-KernelName, .jp-NotebookPanel .jp-Toolbar-kernelName",
                     "els => els.map(e => e.textContent.trim())")
-                raise CheckFailed(f"kernel shown for {LAB_NOTEBOOK} is {shown or 'none'}, not {KERNEL_DISPLAY_NAME!r}")
+                raise CheckFailed(f"kernel shown for {LAB_NOTEBOOK} is {shown or 'none'}, not {KERNEL_DISPLAY_NAME!r}"
+                                  ) from None
             # ... and that it starts (the status bar goes from Starting/Unknown to Idle)
             try:
                 page.wait_for_function(
@@ -214,7 +216,7 @@ def check_lab(browser, notebooks: Path, shots: Path | None, log_path: Path, time
                     " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
                     " return k && k.status === 'idle'; }", timeout=max(timeout_ms, 120_000))
             except Exception:
-                raise CheckFailed(f"the {KERNEL_DISPLAY_NAME} kernel did not start (see {log_path})")
+                raise CheckFailed(f"the {KERNEL_DISPLAY_NAME} kernel did not start (see {log_path})") from None
             if shots:
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(shots / "lab_02_scalograms.png"))
