@@ -32,15 +32,15 @@ D := $(DATA_DIR)/$(DATASET)
 B := $(BUILD_DIR)/$(DATASET)
 F := $(FIGURES_DIR)/$(DATASET)
 
-# Notebook parameters: DATASET, SEED, DATA_DIR and FIGURES_DIR always; every other one only when set
-# on the command line or in the environment (`make train EPOCHS=5`), so the notebook's default holds otherwise.
-OPTIONAL_PARAMS := N_CELLS MAX_CELLS N_JOBS SIGNAL OFFSETS_PA PRE_S POST_S N_TIMES N_SCALES F_MIN_HZ F_MAX_HZ \
-	STORE_TIMES TEST_FRACTION N_REPEATS SPLIT_MODE PROFILE PRETRAINED FREEZE IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY \
-	DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS TRIAL_EPOCHS DEVICE METHODS \
-	IG_STEPS MAX_TEST_CELLS N_BOOT N_RESAMPLES FUSION_FOLDS N_NEW_CELLS FEATURE_TABLES SPLIT_FILES FEATURE_SET N_ITER N_FI_CELLS TRAIN_SEED PRUNER COMPILE \
-	OPTUNA_STORAGE
+# Notebook parameters: DATASET, SEED, DATA_DIR and FIGURES_DIR always, and every other variable given on the
+# command line (`make train EPOCHS=5`) except make's own below; the runner checks each name against the pages'
+# `parameters` cells (a name no page declares is refused in one line) and gives each page the ones it declares,
+# so the notebook's default holds otherwise. The pages' cells are the only list of parameters.
+MAKE_VARS := DATASET SEED DATA_DIR FIGURES_DIR BUILD_DIR BACKBONE BACKBONES VENV PYTHON MODELS INPUT OUT FIGURES \
+	CELLS N_WORKERS TRIALS_PER_GPU UPGRADE LAB_ARGS
+PAGE_VARS = $(filter-out $(MAKE_VARS),$(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))))
 PARAMS = -p DATASET $(DATASET) -p SEED $(SEED) -p DATA_DIR $(DATA_DIR) -p FIGURES_DIR $(FIGURES_DIR) \
-	$(foreach v,$(OPTIONAL_PARAMS),$(if $(filter command line environment environment override,$(origin $(v))),-p $(v) '$($(v))'))
+	$(foreach v,$(PAGE_VARS),-p $(v) '$($(v))')
 comma := ,
 empty :=
 space := $(empty) $(empty)

@@ -40,6 +40,7 @@ import argparse
 import ast
 import contextlib
 import csv
+import difflib
 import json
 import os
 import re
@@ -217,6 +218,27 @@ def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters:
         return True
     write_text_atomic(stamp, json.dumps({"params": None, "started": 0.0}) + "\n")  # nothing known: a run is due
     return True
+
+
+def undeclared_parameters(parameters: dict[str, Any], sources: list[str | os.PathLike]) -> str | None:
+    """A one-line refusal naming each of ``parameters`` that no notebook of ``sources`` declares, else None.
+
+    make passes every variable of its command line to every stage, and each page takes the ones its
+    ``parameters`` cell declares; a name that none declares (``EPOCH=5``) would otherwise change nothing.
+    """
+    declared: dict[str, list[str]] = {}
+    for source in dict.fromkeys(str(s) for s in sources):
+        for name in source_parameters(source):
+            declared.setdefault(name, []).append(Path(source).stem)
+    unknown = [name for name in parameters if name not in declared]
+    if not unknown:
+        return None
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(declared), n=1)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return (f"{', '.join(hints)}: not a parameter of any page ({', '.join(Path(s).stem for s in dict.fromkeys(map(str, sources)))}); "
+            f"the pages' parameters are {', '.join(sorted(declared))}")
 
 
 def check_stamps(checks: list[tuple[str | os.PathLike, str | os.PathLike, dict[str, Any]]],
@@ -450,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"--check {' '.join(check)}: give STAMP SOURCE [NAME=VALUE ...]")
             own = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in check[2:])}
             checks.append((check[0], check[1], own))
+        refusal = undeclared_parameters(params, [c[1] for c in checks])
+        if refusal is not None:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
         check_stamps(checks, params)
         return 0
     if args.stamp:

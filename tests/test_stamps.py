@@ -55,8 +55,7 @@ def test_stamps_mode_dates_each_stamp_in_one_start_up(tmp_path):
     checks = ["--check", a, src, "--check", b, src, "BACKBONE=densenet121", "--check", new, src]
 
     # the same parameters (shared -p values only reach the stamps whose notebook declares them)
-    r = stamps(tmp_path, "-p", "EPOCHS", "5", "-p", "UNDECLARED", "x", *map(str, checks[:3]), "--check", b, src,
-               "BACKBONE=densenet121")
+    r = stamps(tmp_path, "-p", "EPOCHS", "5", *map(str, checks[:3]), "--check", b, src, "BACKBONE=densenet121")
     assert r.returncode == 0, r.stderr
     assert a.stat().st_mtime > time.time() - 60, "a recorded EPOCHS=1: changed, dated now"
     assert b.stat().st_mtime == 2000.0, "b: the same parameters, dated at its run"
@@ -73,6 +72,17 @@ def test_stamps_mode_dates_each_stamp_in_one_start_up(tmp_path):
                "BACKBONE=densenet121")
     assert r.returncode == 0, r.stderr
     assert b.stat().st_mtime == 2000.0 and a.stat().st_mtime >= before
+
+
+def test_stamps_mode_refuses_a_parameter_no_checked_notebook_declares_and_dates_nothing(tmp_path):
+    src = tmp_path / "probe.py"
+    src.write_text(SOURCE)
+    stamp = tmp_path / ".params" / "a.json"
+    runner.record_stamp(stamp, runner.resolved_parameters(src, {}), 1000.0)
+    r = stamps(tmp_path, "-p", "EPOCH", "5", "--check", str(stamp), str(src))
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: EPOCH (did you mean EPOCHS?): not a parameter of any page (probe)")
+    assert stamp.stat().st_mtime == 1000.0
 
 
 def test_stamps_mode_rejects_a_malformed_check(tmp_path):
@@ -203,3 +213,23 @@ def test_a_stamp_records_only_the_stage_s_own_outputs(tmp_path):
     # the search's journal (also written by `make search`) and temporary files are not the stage's outputs
     assert set(got) == {"models/resnet18/model.pt", "models/resnet18/config.json"}
     assert all(size == 1 for size, _ in got.values())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_a_command_line_variable_no_page_declares_is_refused_in_one_line(tmp_path):
+    # issue 24, item 3: the pages' parameter cells are the one list; a typo used to change nothing, silently
+    data, figures, build = fake_finished_tree(tmp_path)
+    venv = Path(sys.prefix)
+    base = ["make", "--no-print-directory", "-n", f"VENV={venv}", "-o", str(venv / ".sts-installed"),
+            f"DATA_DIR={data}", f"FIGURES_DIR={figures}", f"BUILD_DIR={build}"]
+    r = subprocess.run([*base, "paper", "EPOCH=5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "EPOCH (did you mean EPOCHS?): not a parameter of any page" in errors[0], r.stderr
+    assert planned(r.stdout) == []
+    # a parameter one page declares reaches that page's stamp only, and nothing else is forwarded
+    r = subprocess.run([*base, "paper", "N_SCALES=128", "MODELS=x"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert planned(r.stdout) == ["notebooks/02_scalograms.py", *LATER]
+    assert "-p N_SCALES '128'" in r.stdout and "-p MODELS" not in r.stdout
