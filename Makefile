@@ -59,7 +59,7 @@ help:
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook);  make test-integration  the tiny paper vs tests/references/"
 	@echo "make update-references     rewrite the tiny paper's reference tables (after a change that moves results on purpose)"
-	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html"
+	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html (Sphinx + myst-nb)"
 	@echo "make check-browser         the book and JupyterLab checked in the system Chromium"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
 	@echo "make bench  benchmarks/   make clean [DATASET=...]  (keeps downloaded/simulated raw data)"
@@ -84,7 +84,7 @@ env: $(STAMP)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --strip-extras --extra test,lab,browser \
+	$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --strip-extras --extra test,lab,browser,book \
 		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
 	$(PY) tools/sync_pins.py --lock $(LOCK)
 
@@ -228,9 +228,9 @@ lab: $(STAMP)
 
 .PHONY: book check-browser
 
-# static HTML book of the executed notebooks in $(B)/ -> $(B)/book/index.html (nbconvert; offline)
+# web book of the executed notebooks in $(B)/ -> $(B)/book/index.html (Sphinx + myst-nb, no re-execution; offline)
 book: $(STAMP)
-	$(PY) -m sts_utils.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR)
+	$(PY) -m sts_utils.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR) --data-dir $(DATA_DIR)
 
 # the book and JupyterLab checked in the system Chromium (playwright-python; `apt-get install chromium`)
 check-browser: book

@@ -16,7 +16,8 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
 SYNC = ROOT / "tools" / "sync_pins.py"
-EXTRAS = ("test", "lab", "browser")
+# every extra of pyproject.toml is locked (`make env` installs the whole lock)
+EXTRAS = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
 
 
 def load_sync():
@@ -77,8 +78,10 @@ def test_make_env_installs_exactly_the_lock():
     assert "pip install --quiet --no-deps --no-build-isolation -e ." in makefile
     lock_rule = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
     for flag in ("--generate-hashes", "--allow-unsafe", "--no-emit-index-url", "--no-emit-find-links",
-                 "--extra test,lab,browser", "$(if $(UPGRADE),--upgrade)", "tools/sync_pins.py"):
+                 "$(if $(UPGRADE),--upgrade)", "tools/sync_pins.py"):
         assert flag in lock_rule, flag
+    locked = re.search(r"--extra (\S+)", lock_rule)
+    assert locked and set(locked.group(1).split(",")) == set(EXTRAS), "`make lock` must lock every extra"
 
 
 def test_environment_yml_pins_the_lock_without_cuda():

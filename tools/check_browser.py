@@ -4,10 +4,11 @@
 Drives the system Chromium (Debian package ``chromium``: ``apt-get install chromium``) with
 playwright-python (``pip install -e '.[browser]'``); it never downloads a browser.
 
-(a) book: every page of ``build/<dataset>/book/`` loads from disk, the contents page links every
-    notebook page, and every ``<img>`` has been decoded (``naturalWidth > 0``). Requests to the
-    internet (the MathJax/require.js CDN links nbconvert puts in every page) are blocked, so the
-    check is the same offline.
+(a) book (Sphinx + myst-nb, ``make book``): every page of ``build/<dataset>/book/`` loads from
+    disk, the contents page links every notebook page, every ``<img>`` decodes, no page shows a
+    stderr box or an absolute folder of this machine (project, book, venv, home, temporary folders),
+    and the search page, from disk, finds the first notebook page by a word of its title. Requests to
+    the internet are blocked and any one fails the check: the book must render offline.
 (b) JupyterLab: starts ``jupyter lab`` on ``notebooks/`` (free port, random token, ``--allow-root``
     as root, throw-away user settings with autosave off and a throw-away workspace, so nothing is
     saved into the sources), opens ``lab/tree/02_scalograms.py`` and asserts it opens as a notebook
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -32,6 +34,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from sts_utils.book import notebook_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -71,11 +75,70 @@ def block_internet(page, blocked: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the book
+# absolute folders of a machine as a page could show them (a home, a temporary folder), whole path parts only
+GENERIC_MACHINE_PATH = r"(?:/root|/home/[\w.-]+|/Users/[\w.-]+|/tmp|/var/folders)(?=/)"
+# every <img> of the page, loaded eagerly and decoded (false for one that is broken)
+DECODE_IMAGES = """async () => Promise.all(Array.from(document.images).map(async i => {
+    i.loading = 'eager';
+    try { await i.decode(); } catch (e) { }
+    return {src: (i.getAttribute('src') || '').slice(0, 60), ok: i.complete && i.naturalWidth > 0};
+}))"""
+
+
+def machine_path_pattern(book: Path) -> re.Pattern:
+    """Absolute folders of this machine that no page may show: the project, the book's own folder, the
+    Python environment, the home folder, and any home or temporary folder."""
+    folders = {str(ROOT), str(book.parent.parent), sys.prefix, str(Path(sys.prefix).resolve()), str(Path.home())}
+    named = "|".join(re.escape(f) for f in sorted(folders, key=len, reverse=True) if len(f) > 1)
+    return re.compile(rf"(?<![\w.~-])(?:{named}|{GENERIC_MACHINE_PATH})(?![\w-])")
+
+
+def page_problems(page, name: str, paths: re.Pattern) -> list[str]:
+    """What is wrong with the page shown: stderr boxes, machine paths (outside data: URIs)."""
+    problems = []
+    n_stderr = page.eval_on_selector_all(".output.stderr, .stderr, .jp-RenderedText[data-mime-type*=stderr]",
+                                         "els => els.length")
+    if n_stderr:
+        problems.append(f"{name}: {n_stderr} stderr output boxes")
+    markup = re.sub(r"data:[^\"')\s]+", "data:", page.content())
+    found = paths.search(markup)
+    if found:
+        around = markup[max(0, found.start() - 40):found.end() + 40].replace("\n", " ")
+        problems.append(f"{name}: a machine path {found.group(0)!r} (...{around}...)")
+    return problems
+
+
+def search_word(page) -> str:
+    """A word of the page shown's title that the search must find the page by (the longest one)."""
+    title = page.eval_on_selector("main h1, article h1, h1", "e => e.textContent")
+    words = sorted(re.findall(r"[A-Za-z]{4,}", title), key=len, reverse=True)
+    if not words:
+        raise CheckFailed(f"no word to search for in the title {title!r}")
+    return words[0].lower()
+
+
+def check_search(page, book: Path, target: Path, word: str, timeout_ms: int) -> int:
+    """Sphinx's search page, from disk, finds ``target`` by ``word``; the number of pages it lists."""
+    page.goto(f"{(book / 'search.html').as_uri()}?q={word}", wait_until="load", timeout=timeout_ms)
+    try:
+        page.wait_for_function(
+            "() => { const s = document.querySelector('#search-results');"
+            " return s && (s.querySelectorAll('li a').length > 0 || /finished|not match|no results/i.test(s.textContent)); }",
+            timeout=timeout_ms)
+    except Exception:
+        raise CheckFailed(f"search.html?q={word}: the search did not finish (does searchindex.js load from disk?)"
+                          ) from None
+    hrefs = page.eval_on_selector_all("#search-results li a", "els => els.map(e => e.getAttribute('href'))")
+    if not any(h.split("?")[0].split("#")[0] == target.name for h in hrefs):
+        raise CheckFailed(f"search.html?q={word} lists {len(hrefs)} pages, not {target.name} (whose title has it)")
+    return len(hrefs)
+
+
 def check_book(browser, book: Path, shots: Path | None, timeout_ms: int) -> str:
     index = book / "index.html"
     if not index.is_file():
         raise CheckFailed(f"no {index} (run `make book` first)")
-    pages = sorted(p for p in book.glob("*.html") if p.name != "index.html")
+    pages = notebook_pages(book)
     if not pages:
         raise CheckFailed(f"{book} has an index but no notebook pages")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -83,33 +146,46 @@ def check_book(browser, book: Path, shots: Path | None, timeout_ms: int) -> str:
     block_internet(page, blocked)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    paths = machine_path_pattern(book)
 
     page.goto(index.as_uri(), wait_until="load", timeout=timeout_ms)
-    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href').split('#')[0])")
     missing = [p.name for p in pages if p.name not in hrefs]
     if missing:
         raise CheckFailed(f"index.html does not link {', '.join(missing)}")
+    problems = page_problems(page, "index.html", paths)
     if shots:
         page.screenshot(path=str(shots / "book_index.png"), full_page=True)
 
-    n_images = 0
+    n_images, word = 0, None
     for p in pages:
         response = page.goto(p.as_uri(), wait_until="load", timeout=timeout_ms)
         if response is not None and not response.ok:
             raise CheckFailed(f"{p.name} did not load ({response.status})")
-        if not page.query_selector(".jp-Notebook, .jp-Cell"):
+        if not page.query_selector(".cell, .cell_output"):
             raise CheckFailed(f"{p.name}: no notebook cells rendered")
-        images = page.evaluate(
-            "() => Array.from(document.images).map(i => ({src: i.src.slice(0, 40), ok: i.complete && i.naturalWidth > 0}))")
+        images = page.evaluate(DECODE_IMAGES)
         broken = [i["src"] for i in images if not i["ok"]]
         if broken:
-            raise CheckFailed(f"{p.name}: {len(broken)} of {len(images)} images did not render (first: {broken[0]}...)")
+            raise CheckFailed(f"{p.name}: {len(broken)} of {len(images)} images did not render (first: {broken[0]})")
         n_images += len(images)
+        problems += page_problems(page, p.name, paths)
+        word = word or search_word(page)
         if shots:
             page.screenshot(path=str(shots / f"book_{p.stem}.png"), full_page=False)
+    if problems:
+        raise CheckFailed(f"{len(problems)} problems; first: {problems[0]}")
+    n_found = check_search(page, book, pages[0], word, timeout_ms)
+    if shots:
+        page.screenshot(path=str(shots / "book_search.png"), full_page=False)
     page.close()
-    note = f"; {len(errors)} script errors from blocked CDN scripts" if errors else ""
-    return f"book: index + {len(pages)} pages load, {n_images} images render ({len(blocked)} internet requests blocked{note})"
+    if blocked:
+        raise CheckFailed(f"the book asked the internet for {len(blocked)} resources (first: {blocked[0]})")
+    if errors:
+        raise CheckFailed(f"{len(errors)} script errors in the book (first: {errors[0]})")
+    return (f"book: index + {len(pages)} notebook pages load from disk, {n_images} images decode, no stderr box "
+            f"or machine path; search for {word!r} finds {pages[0].name} ({n_found} pages); "
+            f"0 internet requests")
 
 
 # ---------------------------------------------------------------------------------------- JupyterLab
