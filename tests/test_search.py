@@ -3,12 +3,14 @@
 The multi-worker tests run each on a journal file and on a real PostgreSQL server (``postgres_url`` of
 tests/conftest.py: a throwaway server from the system binaries; skipped outside CI when they are absent).
 """
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -16,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sts_utils import search
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,6 +188,39 @@ def test_a_rerun_resumes_the_study_by_name(tmp_path, search_storage):
     assert [(t.number, t.params) for t in more.trials][:len(before)] == before
     assert len(more.get_trials(states=(TrialState.COMPLETE,))) == 4
     assert len({n for n, _ in logged_runs(tmp_path)}) == len(logged_runs(tmp_path))
+
+
+def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_storage):
+    """`optuna-dashboard <journal file or URL>` (README) serves the study's trials, read from the search's storage."""
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard not installed: make env, or pip install -e '.[dashboard]'")
+    study = search.run_worker(lambda trial: trial.suggest_float("x", 0.0, 1.0), 3, name="watched", storage=search_storage,
+                              progress=False)
+    port = postgres.free_port()
+    cmd = [str(Path(sys.executable).parent / "optuna-dashboard"), search_storage, "--host", "127.0.0.1", "--port", str(port),
+           "--quiet"]
+    server = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return json.load(r)
+
+    try:
+        deadline, studies = time.time() + 60, None
+        while studies is None and server.poll() is None and time.time() < deadline:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+            except OSError:  # not listening yet
+                time.sleep(0.3)
+        assert studies is not None, server.stderr.read() if server.poll() is not None else "no answer in 60 s"
+        assert [s["study_name"] for s in studies] == ["watched"]
+        detail = get(f"/api/studies/{studies[0]['study_id']}")
+        listed = {t["number"]: t for t in detail["trials"]}
+        assert sorted(listed) == [0, 1, 2] and all(t["state"] == "Complete" for t in listed.values())
+        assert {n: t["values"][0] for n, t in listed.items()} == pytest.approx({t.number: t.value for t in study.trials})
+        assert all(t["user_attrs"] for t in listed.values())  # host, pid, gpu, worker of each trial
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_search_module_loads_without_torch_and_has_help():
