@@ -72,19 +72,24 @@ class Server:
             raise RuntimeError(f"{' '.join(cmd[:2])} failed ({r.returncode}): {r.stderr[-2000:]}{log}")
 
     def start(self) -> "Server":
-        self.sock.mkdir()
-        if self.user is not None:
-            shutil.chown(self.sock, self.user)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        # local only; fsync off: a test server need not survive a power cut
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.sock} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
+        """initdb, then start the server and wait until it accepts connections; on failure leave nothing behind."""
+        try:
+            self.sock.mkdir()
+            if self.user is not None:
+                shutil.chown(self.sock, self.user)
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+            # local only; fsync off: a test server need not survive a power cut
+            options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.sock} "
+                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def url(self) -> str:
         """A SQLAlchemy URL of a new, empty database on this server (one per test: no study leaks into another)."""
-        import psycopg
+        import psycopg  # here, not at the top: without the driver the module must still say what to install
 
         self.n_databases += 1
         name = f"sts_test_{self.n_databases}"
