@@ -84,7 +84,7 @@ env: $(STAMP)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --strip-extras --extra test,lab,browser,book \
+	$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --strip-extras --extra test,lab,browser,book,postgres,dashboard \
 		--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
 	$(PY) tools/sync_pins.py --lock $(LOCK)
 

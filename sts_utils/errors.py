@@ -47,3 +47,7 @@ class BundleError(ValueError):
 
 class PredictError(ValueError):
     """Input or output that :func:`sts_utils.predict.predict_cells` cannot use (one line naming the file and the fix)."""
+
+
+class SurplusTrial(RuntimeError):
+    """A search trial taken when the study's last slot was taken by another worker at the same moment (never run)."""

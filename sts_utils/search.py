@@ -23,7 +23,8 @@ Profiles
 Storage (``OPTUNA_STORAGE`` or ``--storage``)
     A file path is an Optuna journal file (``JournalStorage`` + ``JournalFileBackend`` with an
     ``O_EXCL`` open lock, safe for processes on one machine and for machines sharing the file over
-    NFSv3+); a URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``) is an RDB storage.
+    NFSv3+); a SQLAlchemy URL is an RDB storage: ``postgresql+psycopg://user@host/db`` (the ``postgres``
+    extra's driver; the tests run a real PostgreSQL server), ``mysql://...``, ``sqlite:///...``.
     Default: ``<data_dir>/<dataset>/models/<backbone>/study.journal``. The study is named after the
     dataset, backbone, profile, split repeat, a short hash of the training data (SHA-256 of
     ``scalograms.npy`` and ``splits.csv``) and a short hash of the search settings, so a rerun with the
@@ -31,22 +32,26 @@ Storage (``OPTUNA_STORAGE`` or ``--storage``)
     continues the study).
 
 Workers
-    Any number of workers, on any number of machines, join a study: each asks for a trial only while
-    fewer than ``n_trials`` trials are COMPLETE or RUNNING, so the workers stop with exactly
-    ``n_trials`` complete trials between them (in the rare race where two workers take the last slot at
-    once, the later trial is marked FAIL with ``user_attrs['surplus']`` and never counted). A killed
-    worker loses only its running trial: an RDB storage uses Optuna's heartbeat (``heartbeat_interval``
-    60 s, stale after 180 s; ``fail_stale_trials``), a journal file the same thing done here (the worker
-    writes a ``heartbeat`` user attribute every 60 s; a RUNNING trial of a dead process on the same
-    host, or one whose heartbeat is older than 10 minutes, is marked FAIL). Failed and pruned trials are
-    not counted. Every trial records ``host``, ``pid``, ``gpu`` and ``worker`` in its user attributes
-    (columns of ``trials.csv``).
+    Any number of workers, on any number of machines, join a study, each through Optuna's public API
+    (``study.optimize`` stopped by ``MaxTrialsCallback`` once COMPLETE plus RUNNING trials fill
+    ``n_trials``), so the workers stop with exactly ``n_trials`` complete trials between them (in the
+    rare race where two workers take the last slot at once, the later trial is marked FAIL with
+    ``user_attrs['surplus']`` before it runs and is never counted). A killed worker loses only its
+    running trial, which is failed and queued again with the same parameters (Optuna's
+    ``RetryHeartbeatStaleTrialCallback``, at most :data:`MAX_RETRY` times; the copy's
+    ``system_attrs['failed_trial']`` names the original): on an RDB storage by Optuna's heartbeat
+    (``heartbeat_interval`` 60 s, failed after 180 s of silence by the next worker to start a trial);
+    a journal file has no heartbeat, so there a worker fails the RUNNING trials of dead processes of its
+    own host when it starts and while it waits. **Limit**: on a journal shared by several machines, the
+    trial of a worker killed on another machine stays RUNNING until a worker starts on that machine
+    again (use an RDB storage across machines). Failed and pruned trials are not counted. Every trial
+    records ``host``, ``pid``, ``gpu`` and ``worker`` in its user attributes (columns of ``trials.csv``).
 
 Watching a search
-    ``optuna-dashboard`` reads the same storage while workers run (``pip install optuna-dashboard``)::
+    ``optuna-dashboard`` (the ``dashboard`` extra, in the lock) reads the same storage while workers run::
 
         optuna-dashboard data/allen/models/resnet18/study.journal     # the default journal file
-        optuna-dashboard postgresql://user@host/sts                  # an RDB storage
+        optuna-dashboard postgresql+psycopg://user@host/sts          # an RDB storage
 
     and serves http://127.0.0.1:8080 with each study's trials, parameters, intermediate fold scores and
     the importance of each hyperparameter (on a remote machine: ``ssh -L 8080:localhost:8080 host``).
@@ -68,17 +73,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from .config import dataset_dir, logger, progress_stream
+from .errors import SurplusTrial
 from .io import file_sha256
 
 #: Image size of each backbone in the paper (torchvision's input sizes).
@@ -158,8 +164,11 @@ NOTEBOOK_PARAMS = {
 }
 #: Settings that change neither the data nor the search, so they are left out of the study name.
 _NOT_IN_NAME = ("n_trials", "device", "compile", "profile")
-_HEARTBEAT_S = 60
-_STALE_S = 600
+#: RDB storages: a running trial's heartbeat interval (s); one silent for 3 intervals is failed and retried.
+HEARTBEAT_S = 60
+#: How many times a trial whose worker died is run again with the same parameters before it stays failed
+#: (a setting that kills its worker, e.g. by exhausting the host's memory, must not be retried forever).
+MAX_RETRY = 2
 
 
 def suggest(trial, space: dict) -> dict:
@@ -259,13 +268,38 @@ def is_url(spec: str) -> bool:
     return "://" in str(spec)
 
 
-def open_storage(spec: str | os.PathLike):
-    """An Optuna storage: RDB (with heartbeat) for a URL, a journal file (process-safe lock) for a path."""
+def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry of a trial whose worker died: a WAITING copy with the same parameters (:data:`MAX_RETRY`)."""
+    with warnings.catch_warnings():  # flagged experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
+    """An Optuna storage: RDB for a URL, a journal file (process-safe lock) for a path.
+
+    Parameters
+    ----------
+    spec
+        A SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``sqlite:///file.db``, ...) or a file path.
+    heartbeat_s
+        RDB only: the heartbeat interval of running trials; a trial without one for ``3 * heartbeat_s``
+        seconds is failed (``fail_stale_trials``, run by every worker before each trial) and retried by
+        :func:`retry_callback`. A journal file has no heartbeat (see :func:`fail_stale_trials`).
+    """
     spec = str(spec)
     if is_url(spec):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(spec, heartbeat_interval=_HEARTBEAT_S, grace_period=3 * _HEARTBEAT_S)
+            try:
+                return optuna.storages.RDBStorage(spec, heartbeat_interval=int(heartbeat_s),
+                                                  grace_period=3 * int(heartbeat_s),
+                                                  heartbeat_stale_trial_callback=retry_callback())
+            except ModuleNotFoundError as exc:  # SQLAlchemy imports the URL's driver here
+                raise ModuleNotFoundError(
+                    f"no database driver for {spec.split('://')[0]}:// ({exc}); for PostgreSQL install the postgres "
+                    "extra (pip install -e '.[postgres]') and write the URL as postgresql+psycopg://user@host/db"
+                ) from exc
     path = Path(spec).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = optuna.storages.journal.JournalFileOpenLock(str(path))
@@ -310,40 +344,49 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _heartbeat_enabled(storage) -> bool:
-    """True for storages with Optuna's own heartbeat (RDB with ``heartbeat_interval``); journals have none."""
-    get = getattr(storage, "get_heartbeat_interval", None)
-    return get is not None and get() is not None
+def _running(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
-def fail_stale_trials(study: optuna.Study, stale_s: float = _STALE_S) -> list[int]:
-    """Mark RUNNING trials of dead workers FAIL; return their numbers.
+def fail_stale_trials(study: optuna.Study, storage: str, heartbeat_s: int = HEARTBEAT_S) -> list[int]:
+    """Fail the RUNNING trials of dead workers and queue a retry of each (:func:`retry_callback`).
 
-    RDB storages use Optuna's heartbeat; for a journal file a trial is stale when it was started on this
-    host by a process that no longer exists, or when its ``heartbeat`` user attribute is older than ``stale_s``.
+    On an RDB storage this is Optuna's heartbeat (``optuna.storages.fail_stale_trials``). A journal file has
+    none, so there a trial is failed when it runs on this host in a process that no longer exists and
+    started at least ``heartbeat_s`` ago (a retry just taken by a live worker still carries, for a moment,
+    the attributes of the worker that died). The limit: the trial of a worker killed on another machine
+    sharing the journal stays RUNNING until a worker starts on that machine again (use an RDB storage there).
+
+    Returns
+    -------
+    list of int
+        The numbers of the trials failed by this call (on an RDB storage: those RUNNING before it and FAIL
+        after it, so for the log only).
     """
-    storage = study._storage
-    if _heartbeat_enabled(storage):
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return sorted(before - after)
-    host, now, failed = socket.gethostname(), time.time(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        a = t.user_attrs
-        if "pid" not in a:  # not (yet) marked by a worker of this module
-            continue
-        dead = a.get("host") == host and int(a["pid"]) != os.getpid() and not _pid_alive(int(a["pid"]))
-        old = now - float(a.get("heartbeat", now)) > stale_s
-        if dead or old:
+    before = {t.number for t in _running(study)}
+    if is_url(storage):
+        with warnings.catch_warnings():  # flagged experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        failed = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                        if t.number in before)
+    else:
+        host, now, failed, retry = socket.gethostname(), datetime.now(), [], retry_callback()
+        for t in _running(study):
+            a = t.user_attrs
+            if a.get("host") != host or "pid" not in a or int(a["pid"]) == os.getpid() or _pid_alive(int(a["pid"])):
+                continue
+            if t.datetime_start is not None and (now - t.datetime_start).total_seconds() < heartbeat_s:
+                continue
             try:
-                storage.set_trial_user_attr(t._trial_id, "stale", True)
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                failed.append(t.number)
-            except Exception:  # noqa: BLE001 - another worker failed it first
-                pass
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # another worker failed it first
+            retry(study, study.get_trials(deepcopy=False)[t.number])
+            failed.append(t.number)
     if failed:
-        logger.warning("marked stale trials %s of %s as FAIL (their worker died)", failed, study.study_name)
+        logger.warning("failed stale trials %s of %s (their worker died); each is queued again", failed,
+                       study.study_name)
     return failed
 
 
@@ -352,89 +395,86 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     return {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
 
 
-class _Heartbeat:
-    """Writes ``heartbeat`` (unix time) into a running trial every ``interval`` seconds (journal storages)."""
-
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float = _HEARTBEAT_S):
-        self._stop = threading.Event()
-        self._thread = None
-        if not _heartbeat_enabled(study._storage):
-            def beat():
-                while not self._stop.wait(interval):
-                    try:
-                        study._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
-                    except Exception:  # noqa: BLE001 - the trial finished meanwhile
-                        return
-            self._thread = threading.Thread(target=beat, daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 def run_worker(objective: Callable, n_trials: int, name: str | None = None, storage: str | None = None,
                sampler: optuna.samplers.BaseSampler | None = None, pruner: optuna.pruners.BasePruner | None = None,
                rank: int = 0, seed: int = 0, n_startup_trials: int = 10, progress: bool = True,
-               catch: tuple[type[BaseException], ...] = (), poll_s: float = 5.0, desc: str = "search",
-               user_attrs: dict | None = None) -> optuna.Study:
+               catch: tuple[type[Exception], ...] = (), poll_s: float = 5.0, desc: str = "search",
+               user_attrs: dict | None = None, heartbeat_s: int = HEARTBEAT_S) -> optuna.Study:
     """Join (or create) a study and run trials until it has ``n_trials`` COMPLETE trials in total.
 
-    ``storage=None`` is a private in-memory study (the notebook's in-process search). With a shared
-    ``storage`` the worker records :func:`worker_attrs`, keeps a heartbeat, fails the stale trials of
-    dead workers and waits while the remaining slots are taken by running trials of other workers (so
-    it can take over one whose worker dies). Exceptions in ``catch`` fail the trial and the worker goes
-    on; any other exception fails the trial and is raised.
+    Parameters
+    ----------
+    objective
+        ``objective(trial) -> float`` (maximised); ``optuna.TrialPruned`` prunes the trial.
+    n_trials
+        COMPLETE trials the study must have, counting those of every worker (failed, pruned and surplus
+        trials do not count).
+    name, storage
+        The study and its storage (:func:`open_storage`); ``storage=None`` is a private in-memory study
+        (the notebook's in-process search).
+    sampler
+        Default: TPE seeded with ``seed + rank`` (offset on a resumed study, so it does not replay the
+        first run's start-up points), ``min(n_startup_trials, n_trials)`` random start-up trials.
+    catch
+        Exceptions that fail the trial while the worker goes on; any other exception fails the trial and
+        is raised.
+    poll_s
+        While every remaining slot is taken by a running trial of another worker, how often to look again
+        (so that this worker takes over the retry of a trial whose worker dies).
+    user_attrs
+        Extra user attributes of every trial of this worker (with a shared storage).
+    heartbeat_s
+        See :func:`open_storage` and :func:`fail_stale_trials`.
+
+    Notes
+    -----
+    Trials run through ``study.optimize`` (with Optuna's heartbeat thread on an RDB storage), which
+    ``MaxTrialsCallback`` stops once COMPLETE plus RUNNING trials fill ``n_trials``. With a shared storage
+    each trial records :func:`worker_attrs`, and a trial that finds ``n_trials`` trials before it complete,
+    running or queued (two workers took the last slot at once) is failed with ``user_attrs['surplus']``
+    before it runs, so the workers stop with exactly ``n_trials`` complete trials between them.
     """
     shared = storage is not None
+    opened = open_storage(storage, heartbeat_s) if shared else None  # once: an RDB storage is an engine and a pool
     if sampler is None:
         # a resumed study must not replay the startup points of the first run: offset the seed
         offset = 0
-        if shared and study_exists(storage, name):
-            offset = len(optuna.load_study(study_name=name, storage=open_storage(storage)).trials)
+        if shared and name in optuna.study.get_all_study_names(opened):
+            offset = len(optuna.load_study(study_name=name, storage=opened).trials)
         sampler = optuna.samplers.TPESampler(seed=seed + rank + 7919 * offset,
                                              n_startup_trials=min(n_startup_trials, max(n_trials, 1)))
-    study = optuna.create_study(study_name=name, storage=open_storage(storage) if shared else None,
+    study = optuna.create_study(study_name=name, storage=opened,
                                 direction="maximize", sampler=sampler, pruner=pruner or optuna.pruners.NopPruner(),
                                 load_if_exists=True)
     bar = tqdm(total=n_trials, desc=desc, disable=not progress, file=progress_stream())
-    bar.update(min(count_trials(study)["complete"], n_trials))
+
+    def show(study: optuna.Study, _trial: FrozenTrial | None = None) -> None:
+        bar.n = min(count_trials(study)["complete"], n_trials)
+        bar.refresh()
+
+    def run_trial(trial: optuna.Trial) -> float:
+        if shared:
+            for k, v in {**worker_attrs(rank), **(user_attrs or {})}.items():
+                trial.set_user_attr(k, v)
+            ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                             TrialState.WAITING))
+            if sum(t.number < trial.number for t in ahead) >= n_trials:
+                trial.set_user_attr("surplus", True)
+                raise SurplusTrial(f"trial {trial.number}: the {n_trials} slots of {name} were taken meanwhile")
+        return objective(trial)
+
+    stop_when_full = optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    show(study)
     while True:
         if shared:
-            fail_stale_trials(study)
+            fail_stale_trials(study, storage, heartbeat_s)
         counts = count_trials(study)
         if counts["complete"] >= n_trials:
             break
         if counts["complete"] + counts["running"] >= n_trials:
             time.sleep(poll_s)  # the last slots are taken; take over one if its worker dies
             continue
-        trial = study.ask()
-        if shared:
-            for k, v in {**worker_attrs(rank), "heartbeat": time.time(), **(user_attrs or {})}.items():
-                trial.set_user_attr(k, v)
-            ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                     if t.number < trial.number]
-            if len(ahead) >= n_trials:  # another worker took the last slot at the same moment
-                trial.set_user_attr("surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-        beat = _Heartbeat(study, trial._trial_id) if shared else None
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        except catch as exc:  # noqa: B030 - a tuple of classes given by the caller
-            logger.warning("trial %d failed: %s", trial.number, exc)
-            study.tell(trial, state=TrialState.FAIL)
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            study.tell(trial, value)
-        finally:
-            if beat is not None:
-                beat.stop()
-        bar.n = min(count_trials(study)["complete"], n_trials)
-        bar.refresh()
+        study.optimize(run_trial, catch=(*catch, SurplusTrial), callbacks=[stop_when_full, show])
     bar.close()
     return study
 
@@ -482,11 +522,14 @@ def launch_workers(commands: Sequence[Sequence[str]], envs: Sequence[dict], name
             logs.append(out)
         procs.append(subprocess.Popen(list(cmd), env={**os.environ, **extra}, stdout=out, stderr=out))
     bar = tqdm(total=n_trials, desc=f"{name} ({len(procs)} workers)", disable=not progress, file=progress_stream())
+    opened = None  # opened once the workers made the study (an RDB storage per poll would cost a connection each)
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(poll_s)
-            if study_exists(storage, name):
-                study = optuna.load_study(study_name=name, storage=open_storage(storage))
+            if opened is None and study_exists(storage, name):
+                opened = open_storage(storage)
+            if opened is not None:
+                study = optuna.load_study(study_name=name, storage=opened)
                 c = count_trials(study)
                 bar.n = min(c["complete"], n_trials)
                 bar.set_postfix(running=c["running"], failed=c["fail"], pruned=c["pruned"])

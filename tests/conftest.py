@@ -1,10 +1,13 @@
-"""Shared fixtures: a tiny simulated cohort (generated once per session), paths to the shared real data."""
+"""Shared fixtures: a tiny simulated cohort (generated once per session), paths to the shared real data, a
+throwaway PostgreSQL server (once per session, a new database per test)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -13,11 +16,15 @@ os.environ.setdefault("STS_OFFLINE", "1")  # tests never download anything
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real files of ../shared/data; in CI (CI=true) they are there, so their absence fails rather than skips."""
     if not SHARED.is_dir():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(f"shared real data not found at {SHARED}, but CI is set: the tests that need it must run")
         pytest.skip(f"shared real data not found at {SHARED}")
     return SHARED
@@ -45,3 +52,30 @@ def teeter_data_dir(tmp_path, shared_data) -> Path:
     for name in ("GLIF_clustering", "mouse_struc_data_dir"):
         (raw / name).symlink_to(shared_data / "teeter2018" / name)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server from the system binaries for the whole session; skipped only outside CI when absent."""
+    why = postgres.missing()
+    if why is not None:
+        if in_ci():
+            pytest.fail(f"no PostgreSQL for the tests, but CI is set ({why}); .ci/run installs it")
+        pytest.skip(why)
+    server = postgres.Server(postgres.find_bin_dir()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL of a new empty database on the session's PostgreSQL server."""
+    return postgres_server.url()
+
+
+@pytest.fixture(params=["journal", "postgres"])
+def search_storage(request, tmp_path) -> str:
+    """A shared search storage of each kind: a journal file, a new database on the session's PostgreSQL server."""
+    if request.param == "journal":
+        return str(tmp_path / "study.journal")
+    return request.getfixturevalue("postgres_url")

@@ -1,10 +1,16 @@
-"""Search settings and shared-storage workers: the paper's profile, study naming, exact trial counts, crash recovery."""
+"""Search settings and shared-storage workers: the paper's profile, study naming, exact trial counts, crash recovery.
+
+The multi-worker tests run each on a journal file and on a real PostgreSQL server (``postgres_url`` of
+tests/conftest.py: a throwaway server from the system binaries; skipped outside CI when they are absent).
+"""
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -12,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sts_utils import search
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +27,7 @@ WORKER = textwrap.dedent("""
     import os, sys, time
     from sts_utils import search
     storage, name, n, sleep, log, rank = sys.argv[1:7]
+    # a 1 s heartbeat: a killed worker's trial is stale after 3 s (60 s and 180 s in a real search)
     def objective(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
         with open(log, "a") as f:
@@ -27,7 +35,7 @@ WORKER = textwrap.dedent("""
         time.sleep(float(sleep) if trial.number > 0 or rank != "slow" else 60)
         return x
     search.run_worker(objective, int(n), name=name, storage=storage, rank=0 if rank == "slow" else int(rank),
-                      progress=False, poll_s=0.2)
+                      progress=False, poll_s=0.2, heartbeat_s=1)
 """)
 
 
@@ -39,6 +47,19 @@ def worker_cmd(tmp_path, storage, name, n, sleep, rank):
 
 def env():
     return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_workers(tmp_path, storage, name, n, ranks, sleep=0.3) -> optuna.Study:
+    cmds = [worker_cmd(tmp_path, storage, name, n, sleep, rank) for rank in ranks]
+    code = search.launch_workers(cmds, [{"PYTHONPATH": str(ROOT)}] * len(cmds), name, storage, n, progress=False,
+                                 poll_s=0.2)
+    assert code == 0
+    return optuna.load_study(study_name=name, storage=search.open_storage(storage))
+
+
+def logged_runs(tmp_path) -> list[tuple[int, int]]:
+    """(trial number, pid) of every objective call of the test's workers."""
+    return [tuple(map(int, line.split())) for line in (tmp_path / "log.txt").read_text().splitlines()]
 
 
 def test_paper_profile_is_the_papers_protocol():
@@ -116,37 +137,90 @@ def test_storage_choice(tmp_path, monkeypatch):
     assert search.parse_param("CLASS_WEIGHTS=False") == ("class_weights", False)
 
 
-def test_two_workers_complete_exactly_n_trials(tmp_path):
-    storage, name, n = str(tmp_path / "study.journal"), "two-workers", 7
-    cmds = [worker_cmd(tmp_path, storage, name, n, 0.3, rank) for rank in (0, 1)]
-    code = search.launch_workers(cmds, [{"PYTHONPATH": str(ROOT)}] * 2, name, storage, n, progress=False, poll_s=0.2)
-    assert code == 0
-    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+def test_workers_complete_exactly_n_trials(tmp_path, search_storage):
+    name, n = "three-workers", 7
+    study = run_workers(tmp_path, search_storage, name, n, ranks=(0, 1, 2))
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == n
-    runs = [line.split() for line in (tmp_path / "log.txt").read_text().splitlines()]
-    numbers = [r[0] for r in runs]
+    runs = logged_runs(tmp_path)
+    numbers = [number for number, _ in runs]
     assert len(numbers) == len(set(numbers))  # no trial run twice
-    assert len({r[1] for r in runs}) == 2  # both workers ran trials
-    assert {t.user_attrs["pid"] for t in complete} == {int(r[1]) for r in runs}
+    assert len({pid for _, pid in runs}) > 1  # the workers shared the trials
+    assert {t.user_attrs["pid"] for t in complete} <= {pid for _, pid in runs}
     assert all(t.user_attrs["host"] and t.user_attrs["gpu"] == "cpu" for t in complete)
+    # every trial that did not complete was a surplus one (two workers took the last slot at once), never run
+    others = [t for t in study.trials if t.state != TrialState.COMPLETE]
+    assert all(t.state == TrialState.FAIL and t.user_attrs.get("surplus") for t in others)
+    assert not {t.number for t in others} & set(numbers)
 
 
-def test_killed_worker_loses_only_its_running_trial(tmp_path):
-    storage, name, n = str(tmp_path / "study.journal"), "crash", 3
-    slow = subprocess.Popen(worker_cmd(tmp_path, storage, name, n, 0.1, "slow"), env=env())
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_killed_worker_loses_only_its_running_trial(tmp_path, search_storage):
+    """A worker killed mid-trial: its trial is failed (by the heartbeat on a database), run again, and the study
+    still reaches n complete trials."""
+    name, n = "crash", 3
+    slow = subprocess.Popen(worker_cmd(tmp_path, search_storage, name, n, 0.1, "slow"), env=env())
     log = tmp_path / "log.txt"
     deadline = time.time() + 60
     while not (log.exists() and log.read_text().strip()) and time.time() < deadline:
         time.sleep(0.1)
     os.kill(slow.pid, signal.SIGKILL)  # mid-trial: trial 0 is sleeping
     slow.wait()
-    subprocess.run(worker_cmd(tmp_path, storage, name, n, 0.1, 1), env=env(), check=True, timeout=120)
-    study = optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    subprocess.run(worker_cmd(tmp_path, search_storage, name, n, 0.1, 1), env=env(), check=True, timeout=120)
+    study = optuna.load_study(study_name=name, storage=search.open_storage(search_storage))
     states = [t.state for t in study.trials]
-    assert states.count(TrialState.COMPLETE) == n
-    assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs.get("stale")
-    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.COMPLETE) == n and TrialState.RUNNING not in states
+    assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["pid"] == slow.pid
+    # Optuna's retry: a copy of trial 0 with its parameters, completed by the surviving worker
+    retry = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == study.trials[0].params and retry[0].user_attrs["pid"] != slow.pid
+
+
+def test_a_rerun_resumes_the_study_by_name(tmp_path, search_storage):
+    name = "resumed"
+    first = run_workers(tmp_path, search_storage, name, 3, ranks=(0, 1), sleep=0.1)
+    before = [(t.number, t.params) for t in first.trials]
+    again = run_workers(tmp_path, search_storage, name, 3, ranks=(0,), sleep=0.1)  # finished: nothing to do
+    assert [(t.number, t.params) for t in again.trials] == before
+    more = run_workers(tmp_path, search_storage, name, 4, ranks=(1,), sleep=0.1)  # a higher count continues it
+    assert optuna.study.get_all_study_names(search.open_storage(search_storage)) == [name]
+    assert [(t.number, t.params) for t in more.trials][:len(before)] == before
+    assert len(more.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert len({n for n, _ in logged_runs(tmp_path)}) == len(logged_runs(tmp_path))
+
+
+def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_storage):
+    """`optuna-dashboard <journal file or URL>` (README) serves the study's trials, read from the search's storage."""
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard not installed: make env, or pip install -e '.[dashboard]'")
+    study = search.run_worker(lambda trial: trial.suggest_float("x", 0.0, 1.0), 3, name="watched", storage=search_storage,
+                              progress=False)
+    port = postgres.free_port()
+    cmd = [str(Path(sys.executable).parent / "optuna-dashboard"), search_storage, "--host", "127.0.0.1", "--port", str(port),
+           "--quiet"]
+    server = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return json.load(r)
+
+    try:
+        deadline, studies = time.time() + 60, None
+        while studies is None and server.poll() is None and time.time() < deadline:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+            except OSError:  # not listening yet
+                time.sleep(0.3)
+        assert studies is not None, server.stderr.read() if server.poll() is not None else "no answer in 60 s"
+        assert [s["study_name"] for s in studies] == ["watched"]
+        detail = get(f"/api/studies/{studies[0]['study_id']}")
+        listed = {t["number"]: t for t in detail["trials"]}
+        assert sorted(listed) == [0, 1, 2] and all(t["state"] == "Complete" for t in listed.values())
+        assert {n: t["values"][0] for n, t in listed.items()} == pytest.approx({t.number: t.value for t in study.trials})
+        assert all(t["user_attrs"] for t in listed.values())  # host, pid, gpu, worker of each trial
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_search_module_loads_without_torch_and_has_help():

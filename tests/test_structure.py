@@ -97,3 +97,55 @@ def test_the_module_map_lists_every_module_in_its_layer():
     assert set(found) == set(MODULES), sorted(set(MODULES) - set(found))
     for m, k in found.items():
         assert k == LAYER_OF[m], f"{m} listed under section {k}, its layer is {LAYER_OF[m]}"
+
+
+def optuna_private_names(tmp_path: Path) -> set[str]:
+    """The private attribute names (``_x``, not ``__x__``) of Optuna's objects as they live: a study on each
+    kind of storage, a trial, a frozen trial, the samplers, pruners and callbacks the package uses."""
+    import optuna
+
+    objects = []
+    for storage in (None, f"sqlite:///{tmp_path / 'p.db'}",
+                    optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "p.log")))):
+        study = optuna.create_study(storage=storage)
+        trial = study.ask()
+        objects += [study, study._storage, trial, study.sampler, study.pruner]
+        study.tell(trial, 1.0)
+        objects.append(study.trials[0])
+    objects += [optuna.storages.RetryHeartbeatStaleTrialCallback(), optuna.study.MaxTrialsCallback(1),
+                optuna.pruners.MedianPruner(), optuna.pruners.HyperbandPruner()]
+    names = set()
+    for obj in objects:
+        names |= {n for n in set(dir(type(obj))) | set(vars(obj)) if n.startswith("_") and not n.endswith("__")}
+    return names
+
+
+def private_optuna_uses(source: str, private: set[str]) -> list[str]:
+    """Uses of Optuna's private names in ``source``: its private modules, and attributes (not of ``self``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "optuna":
+            modules = [node.module]
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names if a.name.split(".")[0] == "optuna"]
+        else:
+            modules = []
+        found += [f"line {node.lineno}: import of {m}" for m in modules if any(p.startswith("_") for p in m.split("."))]
+        if isinstance(node, ast.Attribute) and (node.attr in private or (
+                node.attr.startswith("_") and isinstance(node.value, ast.Name) and node.value.id == "optuna")):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"line {node.lineno}: .{node.attr}")
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_no_private_optuna_names(tmp_path):
+    """Only Optuna's public API: no ``study._storage``, ``trial._trial_id``, ``optuna._...`` (issue 25)."""
+    private = optuna_private_names(tmp_path)
+    assert {"_storage", "_trial_id", "_study_id"} <= private
+    # the check itself catches what the search once did
+    old = ("from optuna.storages._heartbeat import is_heartbeat_enabled\n"
+           "study._storage.set_trial_user_attr(t._trial_id, 'stale', True)\noptuna._experimental\n")
+    assert len(private_optuna_uses(old, private)) == 4
+    uses = {m: private_optuna_uses((PACKAGE / f"{m}.py").read_text(), private) for m in MODULES}
+    assert not {m: u for m, u in uses.items() if u}

@@ -1,7 +1,12 @@
-"""Training protocols: the demo path is unchanged bit for bit, learning-rate decay, the paper's refit epochs."""
+"""Training protocols: the demo path is unchanged bit for bit, learning-rate decay, the paper's refit epochs,
+the refit from a study that `make search` workers filled."""
+import os
+import shutil
+import subprocess
 import sys
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from torch import nn
@@ -126,3 +131,31 @@ def test_search_resumes_the_study_in_the_default_journal(tmp_path, monkeypatch):
     again, trials2, _ = training.search_hyperparameters(x, y, base, 2, 2, 1, progress=False, settings=run, storage=spec,
                                                         study_name="s")
     assert again == best and len(trials2) == 2  # finished study: no new trial
+
+
+@pytest.mark.slow
+def test_the_refit_takes_the_study_that_search_workers_filled(tiny_demo, tmp_path, postgres_url):
+    """`make search` (``python -m sts_utils.search``, 2 worker processes) fills one study on a PostgreSQL server; the
+    refit of `make train` (``run_finetuning``, what notebook 04 calls) finds it by name and refits its best setting.
+    (The journal file's refit: test_search_resumes_the_study_in_the_default_journal.)"""
+    search_storage = postgres_url
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo, data)
+    params = ["N_TRIALS=2", "N_FOLDS=2", "TRIAL_EPOCHS=1", "EPOCHS=1", "IMAGE_SIZE=32", "PRETRAINED=none"]
+    cmd = [sys.executable, "-m", "sts_utils.search", "--dataset", "demo", "--backbone", "resnet18", "--data-dir",
+           str(data), "--profile", "cpu_small", "--n-workers", "2", "--storage", search_storage, "--no-progress",
+           *[a for p in params for a in ("--param", p)]]
+    out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ": 2 trials, 2 workers on CPU" in out.stdout and "done: 2 complete" in out.stdout
+    run = resolve_profile("cpu_small", "demo", "resnet18", dict(search.parse_param(p) for p in params))
+    result = training.run_finetuning("demo", "resnet18", data, base=TrainConfig.from_run(run, "resnet18"), settings=run,
+                                     storage=search_storage, progress=False)
+    cfg = result["config"]["search"]
+    assert f"study {cfg['study_name']} in {search_storage}" in out.stdout  # the same study, found by name
+    study = optuna.load_study(study_name=cfg["study_name"], storage=search.open_storage(search_storage))
+    assert len(study.trials) == 2  # the refit searched no further
+    assert cfg["storage"] == search_storage and cfg["best_params"] == study.best_params
+    assert result["config"]["train"]["lr"] == study.best_params["lr"]
+    trials = pd.read_csv(data / "demo" / "models" / "resnet18" / "trials.csv")
+    assert sorted(trials["number"]) == [0, 1] and set(trials["user_attrs_worker"]) <= {0, 1}
