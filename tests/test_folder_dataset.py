@@ -231,9 +231,9 @@ def test_a_broken_registration_is_one_line(tmp_path):
         acquire("broken", tmp_path, n_jobs=1)
 
 
-TINY = ["N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75", "N_ITER=2",
+TINY = ["N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=0", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75", "N_ITER=2",
         "IG_STEPS=2", "N_BOOT=20", "TEST_FRACTION=0.25", "N_NEW_CELLS=1", "MAX_TEST_CELLS=4", "N_RESAMPLES=20",
-        "BACKBONES=resnet18", "SPLIT_MODE=kfold", "N_REPEATS=2"]  # 3 cells a class: 2 folds (real data default to 5)
+        "BACKBONES=resnet18", "SPLIT_MODE=kfold", "N_REPEATS=2"]  # 3 cells a class: 2 folds, no search (1 cell a class)
 
 
 @pytest.mark.integration
