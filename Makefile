@@ -3,6 +3,7 @@
 #   make paper                      # the whole paper on DATASET (default: demo, simulated)
 #   make train BACKBONE=densenet121 EPOCHS=5
 #   make paper DATASET=teeter2018   # real spike trains (files in data/teeter2018/raw/ or internet)
+#   make paper DATASET=mylab        # your own recordings, registered by data/mylab/dataset.yaml (README)
 #   make test                       # pytest, including a smoke run of every notebook
 #
 # Stage targets are the artifacts themselves, so an interrupted `make paper` resumes and a rerun
@@ -50,11 +51,11 @@ MODEL_FILES = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
 RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
 
 .PHONY: help env lock paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test \
-	test-integration update-references lab bench clean clean-all
+	rig-recordings test-integration update-references lab bench clean clean-all
 
 help:
-	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen]  run notebooks 01-09 in order -> figures/<dataset>/"
-	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells"
+	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen|<folder dataset>]  notebooks 01-09 (demo: and 10) -> figures/<dataset>/"
+	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells | rig-recordings"
 	@echo "make export BACKBONE=...|all   model bundles;   make predict MODELS='...' INPUT=... OUT=...   classify new recordings"
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
 	@echo "make test   pytest (unit tests + a smoke run of every notebook);  make test-integration  the tiny paper vs tests/references/"
@@ -94,7 +95,8 @@ lock:
 # which would also delete a target that another run rewrote while this one was refused by the folder's lock.
 .DELETE_ON_ERROR:
 
-paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells
+# page 10 (real rig recordings through the demo's models) belongs to the demo's paper
+paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
 	@$(PY) -m sts_utils.runner --timings $(B)/timings.csv
 
@@ -108,6 +110,7 @@ evaluate: $(F)/results_table.csv
 saliency: $(F)/deletion_table.csv
 comparison: $(F)/comparison_table.csv
 new-cells: $(F)/new_cells_summary.csv
+rig-recordings: $(F)/rig_recordings_summary.csv
 
 # Each stage depends on (1) its notebook, (2) the package files that notebook imports, derived from the
 # imports into $(DEPS_MK), (3) a stamp of its resolved parameters, dated at the stage's last run when its
@@ -116,7 +119,7 @@ new-cells: $(F)/new_cells_summary.csv
 # inputs. The deps file and the raw-file list are made only when a stage is requested (`make help` is instant).
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 DEPS_MK := $(BUILD_DIR)/deps.mk
-STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells search
+STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells rig-recordings search
 P := $(B)/.params
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 $(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
@@ -124,8 +127,9 @@ $(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
 	@$(PY) -m sts_utils.runner --deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 -include $(DEPS_MK)
 # raw files the project made or downloaded (a changed or corrupted one reruns acquisition, which re-verifies
-# it); the stage's own records of them are left out
-RAW_FILES := $(shell test -d $(D)/raw && find $(D)/raw -type f ! -name verified.json ! -name hashes.lock.json \
+# it); the stage's own records of them are left out. `raw/` (with a slash: a folder dataset's raw is a link to
+# its recordings) and a folder dataset's registration and label file
+RAW_FILES := $(wildcard $(D)/dataset.yaml $(D)/labels.csv) $(shell test -d $(D)/raw && find $(D)/raw/ -type f ! -name verified.json ! -name hashes.lock.json \
 	! -name demo_files.json ! -name '*.part*' 2>/dev/null)
 endif
 
@@ -133,9 +137,9 @@ endif
 # its stage's recipe passes; one grouped rule (GNU make 4.3 or later), so one start-up dates them all
 STAMP_BACKBONES = $(sort $(BACKBONES) $(BACKBONE))
 STAGE_STAMPS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline 06_testing 07_saliency \
-	08_comparison 09_new_cells,$(P)/$(n).json) $(foreach b,$(STAMP_BACKBONES),$(P)/04_finetune_$(b).json)
+	08_comparison 09_new_cells 10_rig_recordings,$(P)/$(n).json) $(foreach b,$(STAMP_BACKBONES),$(P)/04_finetune_$(b).json)
 STAMP_CHECKS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline,--check $(P)/$(n).json notebooks/$(n).py) \
-	$(foreach n,06_testing 07_saliency 08_comparison 09_new_cells,--check $(P)/$(n).json notebooks/$(n).py 'BACKBONES=$(BACKBONES_VALUE)') \
+	$(foreach n,06_testing 07_saliency 08_comparison 09_new_cells 10_rig_recordings,--check $(P)/$(n).json notebooks/$(n).py 'BACKBONES=$(BACKBONES_VALUE)') \
 	$(foreach b,$(STAMP_BACKBONES),--check $(P)/04_finetune_$(b).json notebooks/04_finetune.py BACKBONE=$(b))
 $(STAGE_STAMPS) &: FORCE | $(STAMP)
 	+@$(RUN) --stamps $(PARAMS) $(STAMP_CHECKS)
@@ -150,7 +154,7 @@ FORCE:
 
 STAGE_TARGETS = $(D)/cells.csv $(D)/scalograms/index.csv $(D)/splits.csv $(D)/models/%/model.pt \
 	$(D)/baseline/predictions.csv $(F)/results_table.csv $(F)/deletion_table.csv $(F)/comparison_table.csv \
-	$(F)/new_cells_summary.csv
+	$(F)/new_cells_summary.csv $(F)/rig_recordings_summary.csv
 .PRECIOUS: $(STAGE_TARGETS)
 
 $(D)/cells.csv: notebooks/01_data_acquisition.py $(DEPS_01_data_acquisition) $(P)/01_data_acquisition.json $(RAW_FILES) | $(STAMP)
@@ -180,6 +184,10 @@ $(F)/comparison_table.csv: notebooks/08_comparison.py $(DEPS_08_comparison) $(P)
 
 $(F)/new_cells_summary.csv: notebooks/09_new_cells.py $(DEPS_09_new_cells) $(P)/09_new_cells.json $(MODEL_FILES) $(D)/cells.csv $(F)/results_table.csv | $(STAMP)
 	$(RUN) $< $(B)/09_new_cells.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
+
+# real recordings of other rigs (RIG_DIR, default ../shared/data/rig_recordings) through the bundles page 09 exported
+$(F)/rig_recordings_summary.csv: notebooks/10_rig_recordings.py $(DEPS_10_rig_recordings) $(P)/10_rig_recordings.json $(F)/new_cells_summary.csv | $(STAMP)
+	$(RUN) $< $(B)/10_rig_recordings.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 # Model bundles (state dict, bundle.json, MODEL_CARD.md) and new recordings classified by them
 #   make export DATASET=demo BACKBONE=resnet18|all [OUT=folder]

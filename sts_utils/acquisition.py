@@ -11,6 +11,9 @@ and writes ``cells.csv`` (checked by :func:`sts_utils.tables.write_cells`) plus 
     simulated again, so the cohort is always a function of ``N_CELLS`` and ``SEED``.
 ``teeter2018``, ``patchseq``, ``celltypes``, ``allen``
     real Allen data through :mod:`sts_utils.registry` (pinned hashes, offline-clear errors).
+a folder dataset (``data/<name>/dataset.yaml``, :func:`sts_utils.registry.read_folder_dataset`)
+    the user's own recordings (ABF, Igor waves, NWB of any writer) read where they lie (``raw/`` links to
+    them), one cell per recording, labels from the registration's label file (:func:`folder_cells`).
 """
 from __future__ import annotations
 
@@ -26,18 +29,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .config import CLASSES, dataset_dir, logger, progress_stream
-from .errors import RecordingError, SelectionError
+from .config import CLASSES, DATASET_FILE, UNSURE, dataset_dir, logger, progress_stream
+from .errors import DataNotAvailableError, RecordingError, SelectionError, TableError
 from .io import data_dir_lock, write_csv_atomic, write_sidecar, write_text_atomic
-from .labels import label_flags, label_from_cre_line, label_from_transcriptomic_type, read_paper_labels, read_paper_split
+from .labels import (label_flags, label_from_cre_line, label_from_transcriptomic_type, read_label_file, read_paper_labels,
+                     read_paper_split)
 from .nwb import DEMO_STIMULUS_CODES, write_nwb2_cell
-from .recordings import load_sweep, read_teeter_cell, scan_recordings
-from .registry import (CELLTYPES_QUERY, TEETER_FEATURES, RemoteFile, ensure_celltypes_nwb, ensure_files,
+from .recordings import (assign_ids, find_recordings, id_from_name, load_sweep, read_cell_mapping, read_teeter_cell,
+                         scan_cells, scan_recordings)
+from .registry import (CELLTYPES_QUERY, TEETER_FEATURES, FolderDataset, RemoteFile, ensure_celltypes_nwb, ensure_files,
                        patchseq_manifest, patchseq_remote_files, remote_file, sts_paper_files, teeter_cell_relpath,
-                       verified_sha256)
+                       read_folder_dataset, verified_sha256)
 from .simulate import PARAMETER_NAMES, Protocol, cohort_design, simulate_cells
 from .sweeps import analyse_long_squares, find_rheobase
-from .tables import write_cells, write_spike_trains
+from .tables import SWEEP_COLUMNS, write_cells, write_spike_trains
 
 # --------------------------------------------------------------------------------------------- demo
 
@@ -280,6 +285,76 @@ def _acquire_teeter(ddir: Path, seed: int, max_cells: int | None, n_jobs: int, n
     return cells, trains, {"qc": pd.DataFrame(qc), "spike_trains": True}
 
 
+# ------------------------------------------------------------------------------------ folder datasets
+
+def link_recordings(ddir: Path, recordings: Path) -> Path:
+    """``ddir/raw``: the recordings folder itself, or a link to it (every stage reads a dataset's files there).
+
+    Raises
+    ------
+    DataNotAvailableError
+        ``raw`` already is another folder (never deleted: it may hold the user's files).
+    """
+    raw = ddir / "raw"
+    if raw.exists() and raw.resolve() == recordings.resolve():
+        return raw
+    if raw.is_symlink():
+        raw.unlink()  # a link to a folder the registration no longer names
+    elif raw.exists():
+        raise DataNotAvailableError(f"{raw} is a folder but the registration names the recordings {recordings}; "
+                                    "move the files there, or set 'recordings: raw' in dataset.yaml")
+    raw.symlink_to(recordings.resolve(), target_is_directory=True)
+    return raw
+
+
+def folder_cells(spec: FolderDataset, raw: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """One row per recording of a folder dataset (``specimen_id``, ``cell``, ``label``, ``label_source``), and the files.
+
+    Ids come from the ``cells`` mapping, else the label file's ``specimen_id`` beside its ``file``, else a
+    ``sub-<id>`` name, else 1, 2, ... in file order. A recording the label file does not name is ``Unsure``
+    (kept, never trained on).
+    """
+    files = find_recordings(raw)
+    if not files:
+        raise DataNotAvailableError(f"{spec.recordings}: no recording (.abf, .nwb, folders of .ibw waves) in the folder "
+                                    f"{spec.registration} registers")
+    rel = [str(p.relative_to(raw)) for p in files]
+    labels = read_label_file(spec.labels, rel)
+    mapping = read_cell_mapping(spec.cells) if spec.cells else {}
+    if {"file", "specimen_id"} <= set(labels.columns):
+        mapping = {**dict(zip(labels["file"], labels["specimen_id"].astype(int))), **mapping}
+    ids = assign_ids([mapping.get(r, id_from_name(p)) for r, p in zip(rel, files)])
+    cells = pd.DataFrame({"specimen_id": pd.Series(ids, dtype="int64"), "cell": rel})
+    key = "file" if "file" in labels.columns else "specimen_id"
+    by_key = labels.set_index(key)["label"]
+    keyed = cells["cell"] if key == "file" else cells["specimen_id"]
+    if key == "specimen_id":
+        stray = sorted(set(by_key.index) - set(cells["specimen_id"]))
+        if stray:
+            raise TableError(f"{spec.labels}: specimen_id {stray[0]} names no recording of {spec.recordings} "
+                             f"({len(stray)} such id(s)); the recordings' ids are {sorted(ids)[:5]}...")
+    cells["label"] = keyed.map(by_key).fillna(UNSURE).to_numpy()
+    cells["label_source"] = np.where(keyed.isin(by_key.index), "labels.csv", "not in labels.csv")
+    return cells, files
+
+
+def _acquire_folder(ddir: Path, seed: int, max_cells: int | None, n_jobs: int, n_cells: int = 0
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    spec = read_folder_dataset(ddir / DATASET_FILE)
+    raw = link_recordings(ddir, spec.recordings)
+    cells, files = folder_cells(spec, raw)
+    cells["source"] = ddir.name
+    cells["label_flags"] = ""
+    cells = stratified_subset(cells, max_cells, seed)
+    chosen = {c: sid for c, sid in zip(cells["cell"], cells["specimen_id"])}
+    found, sweeps, qc = scan_cells([p for p in files if str(p.relative_to(raw)) in chosen], raw, n_jobs=n_jobs,
+                                   mapping=chosen)
+    cells["protocol_version"] = cells["specimen_id"].map(found.set_index("specimen_id")["format"]).to_numpy()
+    if sweeps.empty:
+        sweeps = pd.DataFrame(columns=SWEEP_COLUMNS + ["file_sha256"])
+    return cells, sweeps, {"qc": qc}
+
+
 # -------------------------------------------------------------------------------------- common
 
 def stratified_subset(cells: pd.DataFrame, max_cells: int | None, seed: int) -> pd.DataFrame:
@@ -303,9 +378,11 @@ def stratified_subset(cells: pd.DataFrame, max_cells: int | None, seed: int) -> 
 
 AcquireFn = Callable[[Path, int, "int | None", int, int], "tuple[pd.DataFrame, pd.DataFrame, dict]"]
 
-#: dataset -> acquisition function ``(dataset folder, seed, max_cells, n_jobs, n_cells)``
+#: dataset -> acquisition function ``(dataset folder, seed, max_cells, n_jobs, n_cells)``; a registered folder
+#: dataset (:func:`sts_utils.config.registration_file`) is acquired by :data:`ACQUIRE_FOLDER`
 ACQUIRE: dict[str, AcquireFn] = {"demo": _acquire_demo, "teeter2018": _acquire_teeter, "patchseq": _acquire_patchseq,
                                  "celltypes": _acquire_celltypes, "allen": _acquire_allen}
+ACQUIRE_FOLDER: AcquireFn = _acquire_folder
 
 
 def acquire(dataset: str, data_dir: str | os.PathLike | None = None, seed: int = 0, max_cells: int | None = None,
@@ -328,7 +405,7 @@ def acquire(dataset: str, data_dir: str | os.PathLike | None = None, seed: int =
         raise ValueError(f"N_CELLS must be >= 1 (simulated cells per class), got {n_cells}")
     ddir.mkdir(parents=True, exist_ok=True)
     with data_dir_lock(ddir):
-        cells, table, extra = ACQUIRE[dataset](ddir, seed, max_cells, n_jobs, int(n_cells))
+        cells, table, extra = ACQUIRE.get(dataset, ACQUIRE_FOLDER)(ddir, seed, max_cells, n_jobs, int(n_cells))
         qc = extra["qc"]
         status = qc.set_index("specimen_id")["qc_status"]
         cells["qc_status"] = cells.specimen_id.map(status).fillna("no recording")

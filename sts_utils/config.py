@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import IO
@@ -24,6 +25,11 @@ CLASSES: tuple[str, ...] = ("Pvalb", "Sst", "Vip/Lamp5", "Excitatory")
 #: Cells with this label are kept in ``cells.csv`` but never trained or tested on.
 UNSURE = "Unsure"
 DATASETS: tuple[str, ...] = ("demo", "teeter2018", "patchseq", "celltypes", "allen")
+#: a folder dataset is registered by this file in its data folder, ``<data_dir>/<name>/dataset.yaml``
+#: (read by :func:`sts_utils.registry.read_folder_dataset`, acquired by :mod:`sts_utils.acquisition`)
+DATASET_FILE = "dataset.yaml"
+#: a folder dataset's name: a plain folder name (no path, no space: make uses it in file names)
+FOLDER_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 #: artifact (file or folder name under data/<dataset>/ or figures/<dataset>/) -> notebook and make target
 PRODUCED_BY: dict[str, tuple[str, str]] = {
@@ -33,7 +39,7 @@ PRODUCED_BY: dict[str, tuple[str, str]] = {
     "models": ("04_finetune", "train"), "model.pt": ("04_finetune", "train"), "config.json": ("04_finetune", "train"),
     "baseline": ("05_baseline", "baseline"), "predictions.csv": ("06_testing", "evaluate"),
     "results_table.csv": ("06_testing", "evaluate"), "deletion_table.csv": ("07_saliency", "saliency"),
-    "bundles": ("09_new_cells", "export"),
+    "bundles": ("09_new_cells", "export"), "rig_recordings_summary.csv": ("10_rig_recordings", "rig-recordings"),
 }
 
 #: notebook -> the files its run leaves for later stages and make: glob patterns under data/<dataset>/, or under
@@ -52,6 +58,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "07_saliency": ("figures:deletion_table.csv",),
     "08_comparison": ("figures:comparison_table.csv",),
     "09_new_cells": ("figures:new_cells_summary.csv",),
+    "10_rig_recordings": ("figures:rig_recordings_summary.csv",),
 }
 #: the prefix of a :data:`STAGE_OUTPUTS` pattern in the figures folder
 FIGURES_PREFIX = "figures:"
@@ -82,16 +89,39 @@ def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return _resolve(data_dir, "STS_DATA_DIR", "data")
 
 
-def check_dataset(dataset: str) -> str:
-    """The dataset name, or a one-line error listing the known ones."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown DATASET {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return dataset
+#: folder datasets already found registered in this process; figures_dir and the like are called without the
+#: data folder, which the page (or make's STS_DATA_DIR) resolved when it first checked the name
+_REGISTERED: set[str] = set()
+
+
+def registration_file(dataset: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """``<data_dir>/<dataset>/dataset.yaml`` when ``dataset`` is a registered folder dataset, else None."""
+    if dataset in DATASETS or not isinstance(dataset, str) or not FOLDER_DATASET_NAME.fullmatch(dataset):
+        return None
+    path = get_data_dir(data_dir) / dataset / DATASET_FILE
+    return path if path.is_file() else None
+
+
+def is_known_dataset(dataset: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """True for a built-in dataset (:data:`DATASETS`) or a registered folder dataset (:func:`registration_file`)."""
+    return dataset in DATASETS or dataset in _REGISTERED or registration_file(dataset, data_dir) is not None
+
+
+def check_dataset(dataset: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The dataset name, or a one-line error listing the known ones and how to register a folder."""
+    if dataset in DATASETS or dataset in _REGISTERED:
+        return dataset
+    if registration_file(dataset, data_dir) is not None:
+        _REGISTERED.add(dataset)
+        return dataset
+    raise ValueError(f"unknown DATASET {dataset!r}; expected one of {', '.join(DATASETS)}, or a folder of your own "
+                     f"recordings registered by {get_data_dir(data_dir) / str(dataset) / DATASET_FILE} "
+                     "(README: 'Your own recordings as a dataset')")
 
 
 def dataset_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Folder of one dataset's artifacts: ``<data_dir>/<dataset>/``."""
-    return get_data_dir(data_dir) / check_dataset(dataset)
+    return get_data_dir(data_dir) / check_dataset(dataset, data_dir)
 
 
 def raw_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -115,7 +145,7 @@ def require(path: str | os.PathLike) -> Path:
     for part in (path.name, path.parent.name, path.parent.parent.name):
         if part in PRODUCED_BY:
             notebook, target = PRODUCED_BY[part]
-            dataset = next((p for p in path.parts if p in DATASETS), "<dataset>")
+            dataset = next((p for p in path.parts if p in DATASETS or p in _REGISTERED), "<dataset>")
             raise MissingArtifactError(f"{path} does not exist yet: run notebook {notebook} first "
                                        f"(make {target} DATASET={dataset})")
     raise MissingArtifactError(f"{path} does not exist")

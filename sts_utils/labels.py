@@ -1,6 +1,6 @@
 """Labels: the four classes from transcriptomic types, Cre lines or the STS paper's label file.
 
-Stage I/O (the paper's files are read here). Every rule records where a label comes from
+Stage I/O (the paper's files and a folder dataset's label file are read here). Every rule records where a label comes from
 (``label_source``) and flags labels that other evidence contradicts (``label_flags``).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pandas as pd
 
 from .config import CLASSES, UNSURE
 from .errors import TableError
+from .tables import check_ids, check_labels, check_unique
 
 #: Transcriptomic subclass (first word of the t-type alias) -> class.
 TTYPE_SUBCLASS_TO_CLASS = {"Pvalb": "Pvalb", "Sst": "Sst", "Vip": "Vip/Lamp5", "Lamp5": "Vip/Lamp5",
@@ -106,3 +107,50 @@ def read_paper_split(train_path: str | os.PathLike, test_path: str | os.PathLike
     if dup.any():
         raise TableError(f"{int(dup.sum())} specimen ids appear in both {train_path} and {test_path}; a cell can be in one split only")
     return out
+
+
+def read_label_file(path: str | os.PathLike, recordings: list[str]) -> pd.DataFrame:
+    """A folder dataset's label file: one row per cell with its class, checked as ``cells.csv``'s labels are.
+
+    Parameters
+    ----------
+    path
+        CSV with ``label`` and ``file`` (a recording's path relative to the recordings folder, as
+        ``recordings`` lists them) and/or ``specimen_id`` (an integer).
+    recordings
+        The recordings of the folder (paths relative to it).
+
+    Returns
+    -------
+    The table with ``label``, ``label_source`` (``labels.csv``) and its key columns (``file`` as a normalised path).
+
+    Raises
+    ------
+    TableError
+        Not a CSV, no key column, an unknown label, a cell twice, or a ``file`` that is not one of
+        ``recordings`` (one line naming the file, the line and the fix).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"file": str, "label": str})
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{path}: cannot be read as a CSV table ({type(exc).__name__})") from exc
+    keys = [c for c in ("file", "specimen_id") if c in df.columns]
+    if "label" not in df.columns or not keys:
+        raise TableError(f"{path}: a label file needs a label column and file (a recording's path relative to the "
+                         "recordings folder) or specimen_id; found columns " + ", ".join(map(str, df.columns)))
+    df["label"] = df["label"].fillna("").str.strip()
+    check_labels(df, path)
+    if "file" in df.columns:
+        df["file"] = [str(Path(f)) if isinstance(f, str) else "" for f in df["file"]]
+        check_unique(df, "file", path)
+        known = set(recordings)
+        missing = [k for k, f in enumerate(df["file"]) if f not in known]
+        if missing:
+            k = missing[0]
+            raise TableError(f"{path}: line {k + 2}: {df['file'].iloc[k]!r} is not a recording of the folder "
+                             f"({len(missing)} such row(s)); give paths relative to the recordings folder, e.g. "
+                             f"{sorted(known)[0] if known else 'cell1.abf'!r}")
+    if "specimen_id" in df.columns:
+        df = check_ids(df, path)
+    return df.assign(label_source="labels.csv")

@@ -33,6 +33,7 @@ import pandas as pd
 
 from .errors import RecordingError
 from .io import atomic_path
+from .steps import CURRENT_TO_PA, VOLTAGE_TO_MV, unit_factor
 
 #: ipfx stimulus-ontology codes used for the simulated sweeps (patch-seq protocol names).
 DEMO_STIMULUS_CODES = {"subthreshold": "X1PS_SubThresh", "rheobase": "X3LP_Rheo", "suprathreshold": "X4PS_SupraThresh"}
@@ -229,13 +230,31 @@ def _scaled(dataset: h5py.Dataset) -> np.ndarray:
     return dataset[()].astype(np.float64) * conversion
 
 
+def _in_units(dataset: h5py.Dataset, table: dict[str, float], spec_unit: str, path, series: str) -> np.ndarray:
+    """A series' data in mV or pA (``table``): ``data * conversion (+ offset)`` in the series' own ``unit``.
+
+    NWB 2 fixes volts and amperes for current-clamp series, but other writers store ``mV``/``pA`` data with
+    ``conversion`` 1 and say so in ``unit``; a missing unit is the specification's (``spec_unit``). A
+    unit that is neither a voltage nor a current is refused (one line), never guessed.
+    """
+    unit = _attr_str(dataset.attrs.get("unit", spec_unit)) or spec_unit
+    factor = unit_factor(unit, table)
+    if factor is None:
+        raise RecordingError(f"{path}: {series} is in {unit!r}, not a {'voltage' if table is VOLTAGE_TO_MV else 'current'} "
+                             "unit; export the file again with the series' physical unit")
+    values = _scaled(dataset) * factor
+    if "offset" in dataset.attrs:  # NWB 2.4+: value = data * conversion + offset (in the series' unit)
+        values = values + float(np.asarray(dataset.attrs["offset"]).ravel()[0]) * factor
+    return values
+
+
 def load_nwb2_sweep(path: str | os.PathLike, response_path: str, stimulus_path: str) -> Sweep:
-    """Load one sweep of an NWB 2 file: voltage (V -> mV) and current (A -> pA)."""
+    """Load one sweep of an NWB 2 file: voltage in mV and current in pA, from each series' ``unit`` and ``conversion``."""
     with _open_h5(path) as f:
         try:
             resp, stim = f[response_path], f[stimulus_path]
-            v = _scaled(resp["data"]) * 1e3
-            i = _scaled(stim["data"]) * 1e12
+            v = _in_units(resp["data"], VOLTAGE_TO_MV, "volts", path, response_path)
+            i = _in_units(stim["data"], CURRENT_TO_PA, "amperes", path, stimulus_path)
             rate = float(resp["starting_time"].attrs["rate"])
         except (KeyError, OSError) as exc:
             raise RecordingError(f"{path}: cannot read sweep {response_path}: {exc}") from exc

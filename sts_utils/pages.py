@@ -67,7 +67,7 @@ class Page:
 def open_page(dataset: str, seed: int = 0, data_dir: str | os.PathLike | None = None,
               figures_root: str | os.PathLike | None = None) -> Page:
     """Set up a notebook page: folders from the project root, seeds, logging to the terminal, table display."""
-    check_dataset(dataset)
+    check_dataset(dataset, data_dir)
     setup_logging()
     rng = seed_everything(seed)
     pd.set_option("display.precision", 3)

@@ -408,3 +408,30 @@ def learning_curve_figure(curve: pd.DataFrame, title: str = "", n_classes: int =
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def rig_examples_figure(examples: dict[str, dict], title: str = ""):
+    """One row per set of real recordings: the two chosen sweeps (step window shaded), their current, each scalogram channel.
+
+    ``examples``: :func:`sts_utils.rig_recordings.examples`.
+    """
+    n = max(1, len(examples))
+    fig, axes = plt.subplots(n, 4, figsize=(14, 2.6 * n), squeeze=False, gridspec_kw={"width_ratios": [1.6, 1, 1, 1]})
+    for row, (name, ex) in zip(axes, examples.items()):
+        for k, (label, t_s, v_mv, i_pa, start_s, end_s) in enumerate(ex["sweeps"]):
+            row[0].plot(t_s, v_mv, lw=0.5, color=("k", "#1f77b4")[k], label=label)
+            row[1].plot(t_s, i_pa, lw=0.5, color=("k", "#1f77b4")[k])
+            for ax in row[:2]:
+                ax.axvspan(start_s, end_s, color="0.9", zorder=0)
+        row[0].set_ylabel("V (mV)")
+        row[0].legend(fontsize=7, loc="upper right")
+        row[0].set_title(f"{name}: {ex['cell']} -> {ex['label']}", fontsize=8)
+        row[1].set_ylabel("I (pA)")
+        row[1].set_title("current; chosen step window shaded", fontsize=8)
+        for k in range(min(2, ex["image"].shape[0])):
+            scalogram_axes(row[2 + k], ex["image"][k], ex["freqs_hz"], ex["times_s"], f"scalogram, {ex['channel_names'][k]}")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

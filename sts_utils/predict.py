@@ -51,7 +51,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -64,15 +63,13 @@ from .errors import MissingArtifactError, PredictError, RecordingError, Selectio
 from .io import package_versions, write_csv_atomic, write_text_atomic
 from .metrics import balanced_accuracy, bootstrap_ci
 from .models import get_device
-from .recordings import TEETER_EPOCHS_S, scan_recordings
+# recording_format: the input's format, part of this module's interface (a new user's first check)
+from .recordings import TEETER_EPOCHS_S, assign_ids, find_recordings, read_cell_mapping, recording_format, scan_cells  # noqa: F401
 from .saliency import attribute, paper_style_map
 from .scalograms import ScalogramParams, analysis_window_s, cell_signals
 from .tables import read_cells, read_spike_trains, read_sweeps, write_spike_trains
 from .training import predict_proba
 
-RECORDING_SUFFIXES = (".nwb", ".abf")
-#: one Igor wave per sweep and channel: a folder of them is one cell
-IGOR_SUFFIX = ".ibw"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 #: spike-table columns and the other names accepted for them
 SPIKE_TABLE_COLUMNS = {"specimen_id": ("specimen_id", "cell_id"), "sweep_number": ("sweep_number", "repeat"),
@@ -119,82 +116,6 @@ class NewCells:
 SKIPPED_COLUMNS = ["specimen_id", "cell", "source", "reason"]
 
 
-def recording_format(path: str | os.PathLike) -> str:
-    """``abf`` (an ``.abf`` file), ``ibw`` (a folder of Igor waves), else ``nwb2`` or ``nwb1`` from the HDF5 layout.
-
-    Raises
-    ------
-    RecordingError
-        Not an HDF5 file, or neither layout.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return "ibw"
-    if path.suffix.lower() == ".abf":
-        return "abf"
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{path}: not an HDF5/NWB file ({str(exc).splitlines()[0][:120]}); the file is truncated "
-                             "or damaged: copy or export it again") from exc
-    with f:
-        if "epochs" in f and "acquisition" in f and "timeseries" in f["acquisition"]:
-            return "nwb1"
-        if "acquisition" in f:
-            return "nwb2"
-    raise RecordingError(f"{path}: HDF5 file with neither an NWB 2 'acquisition' group nor the Allen NWB 1 layout")
-
-
-def id_from_name(path: Path) -> int | None:
-    """The specimen id a DANDI-style name states (``sub-<id>``); None otherwise.
-
-    Other digits in a name (a year, a cell's number in a series) are not ids: such cells get ids
-    from the user's mapping (``--cells``) or 1, 2, ... in file order.
-    """
-    m = re.search(r"sub-(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
-def read_cell_mapping(path: str | os.PathLike) -> dict[str, int]:
-    """A user's file -> cell mapping: CSV with ``file`` (path relative to the input folder) and ``specimen_id`` (integer).
-
-    Raises
-    ------
-    TableError
-        Missing columns or an id that is not an integer (one line naming the file and the fix).
-    """
-    path = Path(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise TableError(f"{path}: cannot be read as a CSV table ({type(exc).__name__})") from exc
-    missing = [c for c in ("file", "specimen_id") if c not in df.columns]
-    if missing:
-        raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a cell mapping needs file (relative to "
-                         "the input folder; a folder for Igor waves) and specimen_id (an integer)")
-    ids = pd.to_numeric(df["specimen_id"], errors="coerce")
-    bad = ids.isna() | (ids != ids.round())
-    if bad.any():
-        k = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TableError(f"{path}: line {k + 2}: specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
-    return {str(Path(f)): int(i) for f, i in zip(df["file"], ids)}
-
-
-def _assign_ids(wanted: list[int | None]) -> list[int]:
-    """``wanted`` ids where given and unique; the others get 1, 2, ... (skipping the ids in use)."""
-    seen, out = set(), []
-    taken = {w for w in wanted if w is not None}
-    nxt = 1
-    for w in wanted:
-        if w is None or w in seen:
-            while nxt in taken or nxt in seen:
-                nxt += 1
-            w = nxt
-        seen.add(w)
-        out.append(w)
-    return out
-
-
 def _input_files(path: Path) -> tuple[str, list[Path], Path]:
     """(``recordings`` or ``tables``, the files, their root folder)."""
     if not path.exists():
@@ -204,11 +125,9 @@ def _input_files(path: Path) -> tuple[str, list[Path], Path]:
         if suffix in TABLE_SUFFIXES:
             return "tables", [path], path.parent
         return "recordings", [path], path.parent
-    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    recs = [p for p in files if p.suffix.lower() in RECORDING_SUFFIXES]
-    recs += sorted({p.parent for p in files if p.suffix.lower() == IGOR_SUFFIX})  # a cell's Igor waves share a folder
+    recs = find_recordings(path)
     if recs:
-        return "recordings", sorted(recs), path
+        return "recordings", recs, path
     tables = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
                     and not p.name.startswith("."))
     if tables:
@@ -219,32 +138,15 @@ def _input_files(path: Path) -> tuple[str, list[Path], Path]:
 def read_recordings(files: list[Path], root: Path, n_jobs: int = 1, mapping: dict[str, int] | None = None) -> NewCells:
     """Sweep table of NWB 2 / NWB 1 / ABF files and folders of Igor waves; unusable ones are listed with the reason.
 
-    ``mapping`` (:func:`read_cell_mapping`) gives cells their ids; otherwise a ``sub-<id>`` name, else 1, 2, ...
+    ``mapping`` (:func:`sts_utils.recordings.read_cell_mapping`) gives cells their ids; otherwise a ``sub-<id>``
+    name, else 1, 2, ... (:func:`sts_utils.recordings.scan_cells`).
     """
-    mapping = mapping or {}
-    ids = _assign_ids([mapping.get(str(p.relative_to(root)), id_from_name(p)) for p in files])
-    cells = pd.DataFrame({"specimen_id": ids, "cell": [str(p.relative_to(root)) for p in files],
-                          "source": [str(p) for p in files]})
-    by_format: dict[str, dict[int, Path]] = {"nwb2": {}, "nwb1": {}, "abf": {}, "ibw": {}}
-    skipped = []
-    for sid, p in zip(ids, files):
-        try:
-            by_format[recording_format(p)][sid] = p
-        except RecordingError as exc:
-            skipped.append({"specimen_id": sid, "cell": str(p.relative_to(root)), "source": str(p),
-                            "reason": f"unreadable: {exc}"})
-    tables = []
-    for fmt, group in by_format.items():
-        if not group:
-            continue
-        sweeps, qc = scan_recordings(group, fmt, root, n_jobs=n_jobs)
-        tables.append(sweeps)
-        for r in qc[qc["qc_status"] != "ok"].itertuples(index=False):
-            p = group[int(r.specimen_id)]
-            skipped.append({"specimen_id": int(r.specimen_id), "cell": str(p.relative_to(root)), "source": str(p),
-                            "reason": r.qc_status})
-    table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame()
-    return NewCells("sweeps", table, root, cells, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+    cells, table, qc = scan_cells(files, root, n_jobs=n_jobs, mapping=mapping)
+    bad = qc.merge(cells, on="specimen_id")
+    bad = bad[bad["qc_status"] != "ok"]
+    skipped = pd.DataFrame({"specimen_id": bad["specimen_id"], "cell": bad["cell"], "source": bad["source"],
+                            "reason": bad["qc_status"]}, columns=SKIPPED_COLUMNS).reset_index(drop=True)
+    return NewCells("sweeps", table, root, cells, skipped)
 
 
 def _parse_times(value, path: Path, line: int) -> np.ndarray:
@@ -340,7 +242,7 @@ def read_spike_tables(files: list[Path], root: Path) -> NewCells:
             wanted.append(int(v) if v == round(v) else None)
         except ValueError:
             wanted.append(None)
-    cells.insert(0, "specimen_id", _assign_ids(wanted))
+    cells.insert(0, "specimen_id", assign_ids(wanted))
     table = table.merge(cells, on=["cell", "source"])
     return NewCells("spike_trains", table, root, cells, pd.DataFrame(columns=SKIPPED_COLUMNS))
 
@@ -470,7 +372,7 @@ def predict_cells(bundles: list[str | os.PathLike], input: str | os.PathLike, ou
     n_jobs
         Worker processes for reading files and computing scalograms.
     cells
-        Optional CSV mapping recordings to cell ids (``file``, ``specimen_id``; :func:`read_cell_mapping`).
+        Optional CSV mapping recordings to cell ids (``file``, ``specimen_id``; :func:`sts_utils.recordings.read_cell_mapping`).
     progress
         Progress bars on the terminal.
 

@@ -3,16 +3,19 @@
 Stage I/O. NWB 2 (patch-seq, demo, other tools), NWB 1 (Allen Cell Types DB), Axon ABF and folders of
 Igor waves (:mod:`sts_utils.rigs`) are scanned into one sweep table (:data:`sts_utils.tables.SWEEP_COLUMNS`, plus each file's SHA-256, so that every result
 computed from a file can name the content it came from); :func:`load_sweep` reads one sweep back
-lazily. teeter2018's spike-time files are read into spike-train rows (:func:`read_teeter_cell`),
+lazily. A folder of recordings becomes cells with ids from the user's mapping or the files (:func:`find_recordings`,
+:func:`scan_cells`: what ``make predict`` and a registered folder dataset read). teeter2018's spike-time files are read into spike-train rows (:func:`read_teeter_cell`),
 with the 1.25x stretched time base of newer recordings detected and undone.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import h5py
 import ipfx.json_utilities as ju
 import numpy as np
 import pandas as pd
@@ -20,12 +23,17 @@ from ipfx.stimulus import StimulusOntology
 from tqdm import tqdm
 
 from .config import logger, progress_stream
-from .errors import RecordingError
+from .errors import RecordingError, TableError
 from .io import file_sha256
 from .nwb import Sweep, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table, read_nwb2_sweep_table
 from .rigs import load_abf_sweep, load_ibw_sweep, rows_from_traces, scan_abf_file, scan_ibw_cell
 from .steps import find_step_epoch
 from .tables import SWEEP_COLUMNS
+
+#: one cell's recording in one file
+RECORDING_SUFFIXES = (".nwb", ".abf")
+#: one Igor wave per sweep and channel: a folder of them is one cell
+IGOR_SUFFIX = ".ibw"
 
 # ------------------------------------------------------------------------------------- sweep tables
 
@@ -143,6 +151,131 @@ def _safe_scan(scan, path: Path, sid: int, root: Path):
         return table, "no current-clamp sweeps"
     # the content the cell's results come from (the file is in the page cache after the scan)
     return table.assign(file_sha256=file_sha256(path)), "ok"
+
+
+def recording_format(path: str | os.PathLike) -> str:
+    """``abf`` (an ``.abf`` file), ``ibw`` (a folder of Igor waves), else ``nwb2`` or ``nwb1`` from the HDF5 layout.
+
+    Raises
+    ------
+    RecordingError
+        Not an HDF5 file, or neither layout.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "ibw"
+    if path.suffix.lower() == ".abf":
+        return "abf"
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise RecordingError(f"{path}: not an HDF5/NWB file ({str(exc).splitlines()[0][:120]}); the file is truncated "
+                             "or damaged: copy or export it again") from exc
+    with f:
+        if "epochs" in f and "acquisition" in f and "timeseries" in f["acquisition"]:
+            return "nwb1"
+        if "acquisition" in f:
+            return "nwb2"
+    raise RecordingError(f"{path}: HDF5 file with neither an NWB 2 'acquisition' group nor the Allen NWB 1 layout")
+
+
+def id_from_name(path: Path) -> int | None:
+    """The specimen id a DANDI-style name states (``sub-<id>``); None otherwise.
+
+    Other digits in a name (a year, a cell's number in a series) are not ids: such cells get ids
+    from the user's mapping (``--cells``) or 1, 2, ... in file order.
+    """
+    m = re.search(r"sub-(\d+)", path.name)
+    return int(m.group(1)) if m else None
+
+
+def read_cell_mapping(path: str | os.PathLike) -> dict[str, int]:
+    """A user's file -> cell mapping: CSV with ``file`` (path relative to the input folder) and ``specimen_id`` (integer).
+
+    Raises
+    ------
+    TableError
+        Missing columns or an id that is not an integer (one line naming the file and the fix).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{path}: cannot be read as a CSV table ({type(exc).__name__})") from exc
+    missing = [c for c in ("file", "specimen_id") if c not in df.columns]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a cell mapping needs file (relative to "
+                         "the input folder; a folder for Igor waves) and specimen_id (an integer)")
+    ids = pd.to_numeric(df["specimen_id"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        k = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TableError(f"{path}: line {k + 2}: specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
+    return {str(Path(f)): int(i) for f, i in zip(df["file"], ids)}
+
+
+def assign_ids(wanted: list[int | None]) -> list[int]:
+    """``wanted`` ids where given and unique; the others get 1, 2, ... (skipping the ids in use)."""
+    seen, out = set(), []
+    taken = {w for w in wanted if w is not None}
+    nxt = 1
+    for w in wanted:
+        if w is None or w in seen:
+            while nxt in taken or nxt in seen:
+                nxt += 1
+            w = nxt
+        seen.add(w)
+        out.append(w)
+    return out
+
+
+def find_recordings(folder: str | os.PathLike) -> list[Path]:
+    """Every cell's recording below ``folder``, sorted: ``.nwb`` and ``.abf`` files, and folders of ``.ibw`` waves."""
+    files = [p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith(".")]
+    recs = [p for p in files if p.suffix.lower() in RECORDING_SUFFIXES]
+    recs += sorted({p.parent for p in files if p.suffix.lower() == IGOR_SUFFIX})  # a cell's Igor waves share a folder
+    return sorted(recs)
+
+
+def scan_cells(files: list[Path], root: Path, n_jobs: int = 1, mapping: dict[str, int] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One cell per recording (a file, or a folder of Igor waves) of any format, scanned into the sweep table.
+
+    ``mapping`` (:func:`read_cell_mapping`: path relative to ``root`` -> id) gives cells their ids; otherwise a
+    ``sub-<id>`` name (:func:`id_from_name`), else 1, 2, ... in file order (:func:`assign_ids`).
+
+    Returns
+    -------
+    cells
+        ``specimen_id``, ``cell`` (path relative to ``root``), ``source`` (the path), ``format`` (empty when unknown).
+    sweeps
+        The sweep table of every readable recording (``file`` relative to ``root``).
+    qc
+        One row per cell: ``specimen_id``, ``qc_status`` (``ok`` or why it was skipped), ``n_sweeps``.
+    """
+    mapping = mapping or {}
+    ids = assign_ids([mapping.get(str(p.relative_to(root)), id_from_name(p)) for p in files])
+    cells = pd.DataFrame({"specimen_id": pd.Series(ids, dtype="int64"), "cell": [str(p.relative_to(root)) for p in files],
+                          "source": [str(p) for p in files], "format": ""})
+    by_format: dict[str, dict[int, Path]] = {fmt: {} for fmt in SCANNERS}
+    qc = []
+    for k, (sid, p) in enumerate(zip(ids, files)):
+        try:
+            fmt = recording_format(p)
+        except RecordingError as exc:
+            qc.append({"specimen_id": sid, "qc_status": f"unreadable: {exc}", "n_sweeps": 0})
+            continue
+        by_format[fmt][sid] = p
+        cells.loc[k, "format"] = fmt
+    tables = []
+    for fmt, group in by_format.items():
+        if group:
+            sweeps, scanned = scan_recordings(group, fmt, root, n_jobs=n_jobs)
+            tables.append(sweeps)
+            qc.extend(scanned.to_dict("records"))
+    tables = [t for t in tables if len(t)]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return cells, table, pd.DataFrame(qc, columns=["specimen_id", "qc_status", "n_sweeps"])
 
 
 def load_sweep(row: pd.Series | dict, root: str | os.PathLike) -> Sweep:

@@ -16,16 +16,21 @@ cache (mirroring the origin's relative paths), downloading what is missing with 
 
 Nothing partial is ever left in the cache, and offline (``STS_OFFLINE=1``) a missing file is one
 error naming the files, the cache folder and their URLs.
+
+A folder of the user's own recordings is a dataset too, registered by one small file
+(:func:`read_folder_dataset`, ``data/<name>/dataset.yaml``): its source is that folder.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from tqdm import tqdm
 
 from .config import logger, offline, progress_stream
@@ -290,3 +295,77 @@ def ensure_celltypes_nwb(specimen_id: int, cache: Path) -> Path:
                          f"Allen API query for {specimen_id}")[0]
     link = json.loads(query.read_text())["msg"][0]["ephys_result"]["well_known_files"][0]["download_link"]
     return ensure_files([RemoteFile(rel, ALLEN_API + link)], cache, f"Cell Types DB NWB of {specimen_id}")[0]
+
+
+# ---------------------------------------------------------------------------------- folder datasets
+
+#: the keys a folder dataset's registration (``data/<name>/dataset.yaml``) may have
+FOLDER_DATASET_KEYS = ("recordings", "labels", "cells", "description")
+
+
+@dataclass(frozen=True)
+class FolderDataset:
+    """A dataset of the user's own recordings, registered by ``<data_dir>/<name>/dataset.yaml``.
+
+    Attributes
+    ----------
+    registration
+        The ``dataset.yaml`` file.
+    recordings
+        The folder of recordings (``.abf``, ``.nwb``, folders of ``.ibw`` waves); the acquisition stage reads it
+        through ``<name>/raw/`` (the folder itself, or a link to it).
+    labels
+        CSV of cell -> class: ``label`` and ``file`` (a recording's path relative to ``recordings``) or
+        ``specimen_id``.
+    cells
+        Optional CSV mapping recordings to ids (``file``, ``specimen_id``); None: one cell per recording,
+        ids from ``specimen_id`` in the label file, a ``sub-<id>`` name, else 1, 2, ... in file order.
+    description
+        Free text, shown on page 01.
+    """
+
+    registration: Path
+    recordings: Path
+    labels: Path
+    cells: Path | None
+    description: str
+
+
+def read_folder_dataset(registration: str | os.PathLike) -> FolderDataset:
+    """A folder dataset's registration; relative paths are relative to its folder.
+
+    Raises
+    ------
+    DataNotAvailableError
+        Not YAML, an unknown key, or a recordings folder or label file that does not exist (one line naming
+        the registration and the fix).
+    """
+    path = Path(registration)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataNotAvailableError(f"{path}: cannot be read as YAML ({type(exc).__name__}); write it as "
+                                    "'recordings: <folder>' and 'labels: labels.csv' lines") from exc
+    if not isinstance(spec, dict):
+        raise DataNotAvailableError(f"{path}: expected 'key: value' lines ({', '.join(FOLDER_DATASET_KEYS)})")
+    unknown = sorted(set(spec) - set(FOLDER_DATASET_KEYS))
+    if unknown:
+        raise DataNotAvailableError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; a folder dataset has "
+                                    f"{', '.join(FOLDER_DATASET_KEYS)}")
+
+    def resolve(key: str, default: str | None) -> Path | None:
+        value = spec.get(key, default)
+        if value in (None, ""):
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else path.parent / p
+
+    recordings, labels, cells = resolve("recordings", "raw"), resolve("labels", "labels.csv"), resolve("cells", None)
+    if not recordings.is_dir():
+        raise DataNotAvailableError(f"{path}: recordings folder {recordings} does not exist; set 'recordings:' to the "
+                                    "folder of your .abf/.nwb files and folders of .ibw waves")
+    for key, p in (("labels", labels), ("cells", cells)):
+        if p is not None and not p.is_file():
+            raise DataNotAvailableError(f"{path}: {key} file {p} does not exist; set '{key}:' to it "
+                                        "(relative to this file's folder)")
+    return FolderDataset(path, recordings, labels, cells, str(spec.get("description", "") or ""))

@@ -8,7 +8,7 @@ own sampling rate; a sweep whose values no membrane or amplifier gives is a coun
 (``sweep_qc`` names the check), never rescaled.
 
 Channels are chosen by their units, never by their position (in some ABF files the current comes
-first); units are converted to pA and mV (:data:`CURRENT_TO_PA`, :data:`VOLTAGE_TO_MV`). A sweep-table
+first); units are converted to pA and mV (:data:`sts_utils.steps.CURRENT_TO_PA`, :data:`sts_utils.steps.VOLTAGE_TO_MV`). A sweep-table
 row names its channels in ``response_path`` (voltage) and ``stimulus_path`` (current):
 
 * ``abf``: ``file`` is the ``.abf``; ``adc<k>`` for an input channel, ``dac<k>`` for the command.
@@ -28,20 +28,8 @@ from igor2 import binarywave
 
 from .errors import RecordingError
 from .nwb import Sweep
-from .steps import MIN_LONG_SQUARE_S, plausibility_problem, protocol_step, resting_mv
+from .steps import CURRENT_TO_PA, MIN_LONG_SQUARE_S, VOLTAGE_TO_MV, plausibility_problem, protocol_step, resting_mv, unit_factor
 from .tables import SWEEP_COLUMNS
-
-#: current units (lower case) -> factor to pA
-CURRENT_TO_PA = {"fa": 1e-3, "pa": 1.0, "na": 1e3, "ua": 1e6, "µa": 1e6, "a": 1e12, "amp": 1e12, "amps": 1e12,
-                 "ampere": 1e12, "amperes": 1e12}
-#: voltage units (lower case) -> factor to mV
-VOLTAGE_TO_MV = {"uv": 1e-3, "µv": 1e-3, "mv": 1.0, "v": 1e3, "volt": 1e3, "volts": 1e3}
-
-
-def unit_factor(unit: str, table: dict[str, float]) -> float | None:
-    """The factor of ``unit`` in ``table`` (:data:`CURRENT_TO_PA` or :data:`VOLTAGE_TO_MV`); None if it is not such a unit."""
-    return table.get(str(unit).strip().lower())
-
 
 # ------------------------------------------------------------------------------ traces -> sweep rows
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from .config import DATASETS, FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir
+from .config import FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir, is_known_dataset
 from .errors import DataDirLocked
 from .io import data_dir_lock, write_text_atomic
 
@@ -158,7 +158,7 @@ def stage_outputs(source: str | os.PathLike, params: dict[str, Any]) -> dict[str
     """
     patterns = STAGE_OUTPUTS.get(Path(source).stem, ())
     dataset = params.get("DATASET")
-    if not patterns or dataset not in DATASETS:
+    if not patterns or not is_known_dataset(dataset, params.get("DATA_DIR")):
         return {}
     roots = {"": dataset_dir(dataset, params.get("DATA_DIR")),
              FIGURES_PREFIX: figures_dir(dataset, params.get("FIGURES_DIR"), create=False)}
@@ -349,7 +349,7 @@ def execute_notebook(source: str | os.PathLike, output: str | os.PathLike, param
     dataset = parameters.get("DATASET", declared.get("DATASET"))
     # a stage page (it declares DATASET and DATA_DIR) holds its data folder's lock for the whole run
     lock = data_dir_lock(dataset_dir(dataset, parameters.get("DATA_DIR"))) \
-        if dataset in DATASETS and "DATA_DIR" in declared else contextlib.nullcontext()
+        if "DATA_DIR" in declared and is_known_dataset(dataset, parameters.get("DATA_DIR")) else contextlib.nullcontext()
     # every kernel hashes strings the same way, so no set or dict of strings can order a result differently
     # from one run to the next (Python salts str hashes per process otherwise)
     os.environ["PYTHONHASHSEED"] = "0"

@@ -9,6 +9,7 @@ halfway between two levels), and :func:`protocol_step` finds the one epoch a ste
 from sweep to sweep: the test step. Its amplitude is the step level minus the holding level (the
 first segment), so a bias current is not counted as stimulus.
 
+Units: :func:`unit_factor` converts any rig's current and voltage units to pA and mV.
 Plausibility (:func:`plausibility_problem`) names values no membrane or amplifier gives, which come
 from a wrong unit or gain; such sweeps are skipped, never rescaled.
 """
@@ -31,6 +32,18 @@ RESTING_RANGE_MV = (-100.0, -30.0)
 MAX_STEP_PA = 20_000.0
 #: level differences below this are noise, whatever the trace (pA)
 MIN_LEVEL_DIFFERENCE_PA = 2.0
+
+
+#: current units (lower case) -> factor to pA
+CURRENT_TO_PA = {"fa": 1e-3, "pa": 1.0, "na": 1e3, "ua": 1e6, "µa": 1e6, "a": 1e12, "amp": 1e12, "amps": 1e12,
+                 "ampere": 1e12, "amperes": 1e12}
+#: voltage units (lower case) -> factor to mV
+VOLTAGE_TO_MV = {"uv": 1e-3, "µv": 1e-3, "mv": 1.0, "v": 1e3, "volt": 1e3, "volts": 1e3}
+
+
+def unit_factor(unit: str, table: dict[str, float]) -> float | None:
+    """The factor of ``unit`` in ``table`` (:data:`CURRENT_TO_PA` or :data:`VOLTAGE_TO_MV`); None if it is not such a unit."""
+    return table.get(str(unit).strip().lower())
 
 
 def find_step_epoch(i_pa: np.ndarray, sampling_rate_hz: float, min_duration_s: float = 0.1) -> tuple[float, float, float]:

@@ -46,30 +46,42 @@ def _check_columns(df: pd.DataFrame, required: list[str], path: Path, fix: str) 
         raise TableError(f"{path}: missing column(s) {', '.join(missing)}; {fix}")
 
 
-def _check_ids(df: pd.DataFrame, path: Path, unique: bool = True) -> pd.DataFrame:
+def check_ids(df: pd.DataFrame, path: str | os.PathLike, unique: bool = True) -> pd.DataFrame:
+    """``df`` with integer ``specimen_id`` (each once when ``unique``), or a one-line ``TableError`` naming the line."""
+    path = Path(path)
     ids = pd.to_numeric(df["specimen_id"], errors="coerce")
     _refuse_first(ids.isna() | (ids != np.round(ids)), path,
                   lambda k: f"specimen_id {df['specimen_id'].iloc[k]!r} is not an integer")
     df = df.assign(specimen_id=ids.astype("int64"))
     if unique:
-        def twice(k: int) -> str:
-            sid = int(df["specimen_id"].iloc[k])
-            first = int(np.flatnonzero((df["specimen_id"] == sid).to_numpy())[0])
-            return f"specimen_id {sid} appears twice (also line {_line(first)}); each cell must have one row"
-
-        _refuse_first(df["specimen_id"].duplicated(keep="first"), path, twice)
+        check_unique(df, "specimen_id", path)
     return df
+
+
+def check_unique(df: pd.DataFrame, column: str, path: str | os.PathLike) -> None:
+    """One-line ``TableError`` naming the file and both lines when a value of ``column`` appears twice."""
+    def twice(k: int) -> str:
+        value = df[column].iloc[k]
+        first = int(np.flatnonzero((df[column] == value).to_numpy())[0])
+        return f"{column} {value} appears twice (also line {_line(first)}); each cell must have one row"
+
+    _refuse_first(df[column].duplicated(keep="first"), Path(path), twice)
+
+
+def check_labels(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """One-line ``TableError`` naming the file and line of the first label that is not a class (or ``Unsure``)."""
+    known = (*CLASSES, UNSURE)
+    unknown = ~df["label"].isin(known)
+    _refuse_first(unknown, Path(path), lambda k: f"unknown label {df['label'].iloc[k]!r} ({int(unknown.sum())} row(s)); "
+                                                 f"use one of {', '.join(known)}")
 
 
 def validate_cells(cells: pd.DataFrame, path: str | os.PathLike = "cells table") -> pd.DataFrame:
     """Check a cells table (columns, unique integer ids, known labels); return it with integer ids."""
     path = Path(path)
     _check_columns(cells, CELL_COLUMNS, path, "rerun notebook 01 (make data) to rewrite it")
-    cells = _check_ids(cells, path)
-    known = (*CLASSES, UNSURE)
-    unknown = ~cells["label"].isin(known)
-    _refuse_first(unknown, path, lambda k: f"unknown label {cells['label'].iloc[k]!r} ({int(unknown.sum())} row(s)); "
-                                           f"use one of {', '.join(known)}")
+    cells = check_ids(cells, path)
+    check_labels(cells, path)
     return cells
 
 
@@ -91,7 +103,7 @@ def read_sweeps(path: str | os.PathLike) -> pd.DataFrame:
     path = require(path)
     df = pd.read_csv(path)
     _check_columns(df, SWEEP_COLUMNS, path, "rerun notebook 01 (make data) to rewrite it")
-    return _check_ids(df, path, unique=False)
+    return check_ids(df, path, unique=False)
 
 
 def write_spike_trains(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -113,7 +125,7 @@ def read_spike_trains(path: str | os.PathLike) -> pd.DataFrame:
     path = require(path)
     df = pd.read_parquet(path)
     _check_columns(df, SPIKE_TRAIN_COLUMNS, path, "rerun notebook 01 (make data) to rewrite it")
-    df = _check_ids(df, path, unique=False)
+    df = check_ids(df, path, unique=False)
     df["spike_times_s"] = df["spike_times_s"].map(lambda x: np.asarray(x, dtype=float))
     return df
 
@@ -122,7 +134,7 @@ def validate_splits(splits: pd.DataFrame, path: str | os.PathLike = "splits tabl
     """Check a splits table: columns, split values, no specimen twice within a repeat."""
     path = Path(path)
     _check_columns(splits, SPLIT_COLUMNS, path, "rerun notebook 03 (make splits) to rewrite it")
-    splits = _check_ids(splits, path, unique=False)
+    splits = check_ids(splits, path, unique=False)
     _refuse_first(~splits["split"].isin(["train", "test"]), path,
                   lambda k: f"split {splits['split'].iloc[k]!r} is neither 'train' nor 'test'")
     _refuse_first(splits.duplicated(["repeat", "specimen_id"]), path,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py",
          "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
-         "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
+         "notebooks/08_comparison.py", "notebooks/09_new_cells.py", "notebooks/10_rig_recordings.py"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_tiny_paper_outputs_and_timings(tiny):
               "baseline_confusion.png", "baseline_shap_Pvalb.png", "audit.png"]:
         assert (figs / f).exists(), f
     notebooks = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune_resnet18", "05_baseline",
-                 "06_testing", "07_saliency", "08_comparison", "09_new_cells"]
+                 "06_testing", "07_saliency", "08_comparison", "09_new_cells", "10_rig_recordings"]
     for nb in notebooks:
         assert (tiny / "build" / "demo" / f"{nb}.ipynb").exists(), nb
     timings = pd.read_csv(tiny / "build" / "demo" / "timings.csv")
@@ -72,7 +72,7 @@ def test_every_page_shows_its_figures_without_progress_bars_or_paths(tiny):
     """The executed pages hold every figure the run wrote, and no progress bar or object repr leaks onto them."""
     build, figs = tiny / "build" / "demo", tiny / "figures" / "demo"
     order = [line.split()[1] for line in (tiny / "paper.log").read_text().splitlines() if line.startswith("executed ")]
-    assert order == sorted(order) and len(order) == 12, order  # the run order is the numbering
+    assert order == sorted(order) and len(order) == 13, order  # the run order is the numbering
     n_images = 0
     for page in sorted(build.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(page, as_version=4)
@@ -105,7 +105,8 @@ def test_up_to_date_and_reruns_that_rerun(tiny):
     predictions.unlink()
     try:
         assert make_n("paper") == ["notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
-                                   "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
+                                   "notebooks/08_comparison.py", "notebooks/09_new_cells.py",
+                                   "notebooks/10_rig_recordings.py"]
     finally:
         predictions.write_bytes(saved)
         os.utime(predictions, (os.stat(predictions.parent / "config.json").st_mtime,) * 2)

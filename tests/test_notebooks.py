@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 TINY = {"N_CELLS": 3, "N_FI_CELLS": 2, "EPOCHS": 2, "N_TRIALS": 1, "N_FOLDS": 2, "TRIAL_EPOCHS": 1, "IMAGE_SIZE": 75,
         "N_ITER": 2, "IG_STEPS": 2, "N_BOOT": 20, "N_RESAMPLES": 200, "N_NEW_CELLS": 2, "BACKBONES": ["resnet18"], "TEST_FRACTION": 0.25}
 ORDER = ["01_data_acquisition", "02_scalograms", "03_splitting", "04_finetune", "05_baseline", "06_testing", "07_saliency",
-         "08_comparison", "09_new_cells"]
+         "08_comparison", "09_new_cells", "10_rig_recordings"]
 
 
 def outputs(nb, kind: str) -> list:

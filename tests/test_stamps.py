@@ -104,7 +104,8 @@ def test_check_stamps_reads_each_notebook_once(tmp_path, monkeypatch):
 
 BACKBONES = ["resnet18", "inception_v3", "densenet121", "mobilenet_v2"]
 LATER = ["notebooks/03_splitting.py", *["notebooks/04_finetune.py"] * 4, "notebooks/05_baseline.py",
-         "notebooks/06_testing.py", "notebooks/07_saliency.py", "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
+         "notebooks/06_testing.py", "notebooks/07_saliency.py", "notebooks/08_comparison.py", "notebooks/09_new_cells.py",
+         "notebooks/10_rig_recordings.py"]
 
 
 def fake_finished_tree(tmp_path):
@@ -114,7 +115,8 @@ def fake_finished_tree(tmp_path):
     started = time.time() - 100
     stages = {"01_data_acquisition": {}, "02_scalograms": {}, "03_splitting": {}, "05_baseline": {},
               **{f"04_finetune_{b}": {"BACKBONE": b} for b in BACKBONES},
-              **{n: {"BACKBONES": BACKBONES} for n in ("06_testing", "07_saliency", "08_comparison", "09_new_cells")}}
+              **{n: {"BACKBONES": BACKBONES} for n in ("06_testing", "07_saliency", "08_comparison", "09_new_cells",
+                                                             "10_rig_recordings")}}
     for page, own in stages.items():
         source = ROOT / "notebooks" / ("04_finetune.py" if page.startswith("04_") else f"{page}.py")
         runner.record_stamp(build / "demo" / ".params" / f"{page}.json",
@@ -123,7 +125,7 @@ def fake_finished_tree(tmp_path):
                  *[data / "demo" / "models" / b / "model.pt" for b in BACKBONES],
                  data / "demo" / "baseline" / "predictions.csv",
                  *[figures / "demo" / f for f in ("results_table.csv", "deletion_table.csv", "comparison_table.csv",
-                                                  "new_cells_summary.csv")]]
+                                                  "new_cells_summary.csv", "rig_recordings_summary.csv")]]
     now = time.time()
     for f in artifacts:
         f.parent.mkdir(parents=True, exist_ok=True)

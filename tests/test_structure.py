@@ -18,7 +18,7 @@ LAYERS = {
     1: {"cwt", "signals", "steps", "sweeps", "metrics", "simulate", "spike_train_features", "stats", "fusion"},
     2: {"nwb", "rigs", "registry", "labels", "tables", "recordings", "store", "models", "search"},
     3: {"acquisition", "scalograms", "splits", "training", "features", "baseline", "evaluation", "audit", "saliency",
-        "bundle", "predict", "comparison"},
+        "bundle", "predict", "comparison", "rig_recordings"},
     4: {"plots", "pages", "runner", "book", "report"},
 }
 LAYER_OF = {m: k for k, mods in LAYERS.items() for m in mods}

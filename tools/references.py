@@ -53,10 +53,16 @@ def run_tiny_paper(folder: str | os.PathLike, *make_args: str, timeout_s: float 
                           text=True, env=env, timeout=timeout_s)
 
 
+#: tables left out of the references: page 10's come from real files outside the checkout (../shared/data/
+#: rig_recordings, absent on some machines) and have their own tests (tests/test_rig_recordings.py)
+UNREFERENCED_PREFIXES = ("rig_recordings",)
+
+
 def table_files(folder: str | os.PathLike) -> list[str]:
-    """Names of the tables (``.csv``, ``.md``) in ``folder``, sorted."""
+    """Names of the tables (``.csv``, ``.md``) in ``folder`` that the references hold, sorted."""
     folder = Path(folder)
-    return sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".md")) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".md")
+                  and not p.name.startswith(UNREFERENCED_PREFIXES)) if folder.is_dir() else []
 
 
 def _csv_differences(name: str, reference: str, current: str) -> list[str]:
