@@ -43,11 +43,11 @@ if present:
     bundles = [require(page.data_dir / "bundles" / b) for b in BACKBONES]
     table = rig_recordings.classify(bundles, folder, page.data_dir / "rig_recordings", device=DEVICE, n_jobs=N_JOBS)
     summary = rig_recordings.set_summary(table)
-    page.say(f"{len(table)} recordings in {len(summary)} sets of `{folder}`, classified by "
+    page.say(f"{len(table)} recordings in {len(summary)} sets of `{rig_recordings.shown_path(folder)}`, classified by "
              f"{', '.join(b.name for b in bundles)} (trained on `{DATASET}`{page.tag}).")
 else:
     summary = rig_recordings.absent_summary(folder)
-    page.say(f"**The real recordings are not on this machine** (no `{folder}`). They come from "
+    page.say(f"**The real recordings are not on this machine** (no `{rig_recordings.shown_path(folder)}`). They come from "
              f"{rig_recordings.ORIGIN}; put the folder there (or pass `RIG_DIR=`) and rerun `make rig-recordings`.")
 
 # %% [markdown]

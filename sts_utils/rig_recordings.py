@@ -37,6 +37,11 @@ def rig_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser() if path else project_root().parent / RIG_FOLDER
 
 
+def shown_path(folder: Path) -> str:
+    """``folder`` as a page shows it: relative to the checkout (``../shared/...``), never a machine path."""
+    return os.path.relpath(Path(folder).resolve(), project_root()) if Path(folder).is_absolute() else str(folder)
+
+
 def known_type(cell: str) -> str:
     """``pyramidal``, ``interneuron`` or ``""`` for a cell (its path below the rig folder), from the data's README."""
     return KNOWN_FILES.get(cell, KNOWN_TYPES.get(cell.split("/")[0], ""))
@@ -123,7 +128,8 @@ def reading(table: pd.DataFrame, trained_on: str) -> str:
     pyr_exc = float((pyr["ensemble_class"] == "Excitatory").mean()) if len(pyr) else np.nan
     inter_ok = float(inter["ensemble_class"].isin(INTERNEURON_CLASSES).mean()) if len(inter) else np.nan
     if len(pyr):
-        parts.append(f"The {len(pyr)} pyramidal cells (rat L5 cortex and CA1) are called {_calls(pyr)}: "
+        parts.append(f"The {len(pyr)} pyramidal cells (sets {', '.join(sorted(pyr['set'].unique()))}) are called "
+                     f"{_calls(pyr)}: "
                      f"{pyr_exc:.0%} Excitatory, mean ensemble probability of Excitatory "
                      f"{pyr['ensemble_p_Excitatory'].mean():.2f}.")
     if len(inter):

@@ -1,7 +1,9 @@
 """Page 10: real rig recordings through the bundles of a dataset (issue 23, item 5)."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,3 +90,9 @@ def test_every_real_set_is_read_classified_and_shown(tiny_demo, tmp_path, shared
     text = rig_recordings.reading(table, "demo")
     assert "pyramidal cells" in text
     assert elapsed < 60, elapsed
+
+
+def test_a_page_shows_the_rig_folder_relative_to_the_checkout_never_as_a_machine_path():
+    shown = rig_recordings.shown_path(rig_recordings.rig_dir())
+    assert shown == os.path.join("..", "shared", "data", "rig_recordings")
+    assert rig_recordings.shown_path(Path("rigs")) == "rigs"
