@@ -162,7 +162,8 @@ def test_make_plans_from_the_stamps_with_one_check_per_call(tmp_path):
     assert make("paper", "PATIENCE=4") == LATER[1:5] + LATER[6:]
     assert make("train", "BACKBONE=densenet121", "EPOCHS=3") == ["notebooks/04_finetune.py"]
     assert make("paper", "BACKBONES=resnet18 densenet121") == ["notebooks/06_testing.py", "notebooks/07_saliency.py",
-                                                                "notebooks/08_comparison.py", "notebooks/09_new_cells.py"]
+                                                                "notebooks/08_comparison.py", "notebooks/09_new_cells.py",
+                                                                "notebooks/10_rig_recordings.py"]
     (data / "demo" / "baseline" / "predictions.csv").unlink()
     assert make("paper") == ["notebooks/05_baseline.py", *LATER[6:]]
 
