@@ -61,7 +61,8 @@ page.figure(plots.confusion_figure(p0["true"], p0["pred"], f"LightGBM on {DATASE
 
 # %%
 contrib = baseline.shap_contributions(fit.model, fit.X_test)
-importance = baseline.importance_table(contrib, list(fit.X_train.columns))
+importance = baseline.importance_table(contrib, list(fit.X_train.columns),
+                                       [CLASSES[int(k)] for k in fit.model.classes_])
 page.table(importance, "baseline_importance", "Mean |SHAP| per feature and class")
 for k, c in enumerate(CLASSES):
     page.figure(plots.shap_summary_figure(contrib, fit.X_test, k, title=f"{c}: top features{page.tag}"),

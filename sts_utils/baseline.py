@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .config import CLASSES, dataset_dir, logger, progress_stream, raw_dir
 from .features import compute_features, load_feature_tables, select_features
+from .fusion import proba_in_order
 from .io import atomic_path, write_csv_atomic, write_text_atomic
 from .labels import read_paper_split
 from .search import suggest
@@ -96,10 +97,20 @@ def search_lightgbm(X: pd.DataFrame, y: np.ndarray, n_iter: int = 50, seed: int 
     return model, best_params, trials
 
 
-def shap_contributions(model, X: pd.DataFrame) -> np.ndarray:
-    """SHAP values from LightGBM (``pred_contrib``): array cells x (features + 1) x classes.
+def class_proba(model, X: pd.DataFrame) -> np.ndarray:
+    """Probabilities cells x the four :data:`CLASSES` (0 for a class the training split did not hold).
 
-    The last feature slot is the expected value; summing over slots gives the raw margin.
+    LightGBM predicts only the classes it was fitted on; a small training split (a registered folder of
+    a few cells, a fold whose only cell of a class had no features) can lack one.
+    """
+    return proba_in_order(model, X, np.arange(len(CLASSES)))
+
+
+def shap_contributions(model, X: pd.DataFrame) -> np.ndarray:
+    """SHAP values from LightGBM (``pred_contrib``): array cells x (features + 1) x the model's classes.
+
+    The last feature slot is the expected value; summing over slots gives the raw margin. The class
+    axis follows ``model.classes_`` (all four :data:`CLASSES` unless the training split lacked one).
     """
     raw = model.booster_.predict(X, pred_contrib=True)
     n_classes = model.n_classes_
@@ -110,10 +121,14 @@ def raw_margin(model, X: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.booster_.predict(X, raw_score=True)).reshape(len(X), -1)
 
 
-def importance_table(contrib: np.ndarray, feature_names: list[str]) -> pd.DataFrame:
-    """Mean |SHAP| per feature, overall and per class (sorted by the overall importance)."""
+def importance_table(contrib: np.ndarray, feature_names: list[str], classes: list[str] | None = None) -> pd.DataFrame:
+    """Mean |SHAP| per feature, overall and per class (sorted by the overall importance).
+
+    ``classes``: the names of ``contrib``'s class axis (the model's classes; default all four).
+    """
     mean_abs = np.abs(contrib[:, :-1, :]).mean(axis=0)  # features x classes
-    df = pd.DataFrame(mean_abs, columns=[f"mean_abs_shap_{c}" for c in CLASSES[: mean_abs.shape[1]]])
+    names = list(classes) if classes is not None else list(CLASSES[: mean_abs.shape[1]])
+    df = pd.DataFrame(mean_abs, columns=[f"mean_abs_shap_{c}" for c in names])
     df.insert(0, "feature", feature_names)
     df["mean_abs_shap"] = mean_abs.mean(axis=1)
     return df.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
@@ -179,7 +194,7 @@ def run_baseline(dataset: str, data_dir: str | os.PathLike | None = None, featur
         skipped[int(repeat)] = {"train": sk_tr, "test": sk_te}
         model, best, trials = search_lightgbm(Xtr, ytr, n_iter=n_iter, seed=seed + int(repeat), progress=progress,
                                               n_jobs=n_jobs)
-        proba = model.predict_proba(Xte[Xtr.columns])
+        proba = class_proba(model, Xte[Xtr.columns])
         preds.append(predictions_frame(ids_te, [CLASSES[i] for i in yte], proba, "lightgbm", int(repeat)))
         fits[int(repeat)] = (model, best, trials, Xtr, Xte[Xtr.columns])
     predictions = pd.concat(preds, ignore_index=True)

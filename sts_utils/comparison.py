@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from .baseline import make_lgbm, prepare_xy, search_lightgbm
+from .baseline import class_proba, make_lgbm, prepare_xy, search_lightgbm
 from .config import CLASSES, dataset_dir, require
 from .metrics import balanced_accuracy, bootstrap_ci, headline_predictions
 from .models import get_device, load_checkpoint, model_dir
@@ -104,7 +104,7 @@ def run_comparison(dataset: str, backbones: list[str], data_dir: str | os.PathLi
         Xtr, ytr, ids_tr, _ = prepare_xy(features, split[split.split == "train"])
         Xte, yte, ids_te, _ = prepare_xy(features, split[split.split == "test"])
         model, best, _ = search_lightgbm(Xtr, ytr, n_iter=n_iter, seed=seed + repeat, progress=progress)
-        frames.append(predictions_frame(ids_te, [CLASSES[i] for i in yte], model.predict_proba(Xte[Xtr.columns]),
+        frames.append(predictions_frame(ids_te, [CLASSES[i] for i in yte], class_proba(model, Xte[Xtr.columns]),
                                         SAME_INPUT, repeat))
         fits[repeat] = (best, Xtr, ytr, ids_tr, Xte, yte, ids_te)
     same = pd.concat(frames, ignore_index=True)

@@ -66,7 +66,7 @@ def first_level_model(kind: str, seed: int = 0) -> Pipeline | LGBMClassifier:
     raise ValueError(f"no first-level model for view kind {kind!r}; expected 'features' or 'proba'")
 
 
-def _proba_in_order(model, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def proba_in_order(model, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``predict_proba`` with columns in ``classes`` order; a class unseen by the model gets probability 0."""
     p = model.predict_proba(X)
     out = np.zeros((len(X), len(classes)))
@@ -108,7 +108,7 @@ def out_of_fold_probabilities(X: np.ndarray, y: Sequence, make_model: Callable[[
     for fit_idx, held_idx in StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(X, y):
         model = make_model()
         model.fit(X[fit_idx], y[fit_idx])
-        oof[held_idx] = _proba_in_order(model, X[held_idx], classes)
+        oof[held_idx] = proba_in_order(model, X[held_idx], classes)
     return oof
 
 
@@ -167,7 +167,7 @@ def fit_fusion(train_views: list[np.ndarray], y_train: Sequence, test_views: lis
             continue
         level1_train.append(out_of_fold_probabilities(tr, y, lambda k=kind: first_level_model(k, seed), n_folds, seed))
         model = first_level_model(kind, seed).fit(tr, y)
-        level1_test.append(_proba_in_order(model, te, classes))
+        level1_test.append(proba_in_order(model, te, classes))
     stacker = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     stacker.fit(np.hstack(level1_train), y)
-    return _proba_in_order(stacker, np.hstack(level1_test), classes)
+    return proba_in_order(stacker, np.hstack(level1_test), classes)

@@ -80,6 +80,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
@@ -300,6 +301,11 @@ def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> opt
                     f"no database driver for {spec.split('://')[0]}:// ({exc}); for PostgreSQL install the postgres "
                     "extra (pip install -e '.[postgres]') and write the URL as postgresql+psycopg://user@host/db"
                 ) from exc
+            except sqlalchemy.exc.OperationalError as exc:  # no such folder, no server, refused login
+                detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
+                raise ValueError(f"OPTUNA_STORAGE={spec}: the database cannot be opened ({detail}); check the "
+                                 "path's folder exists (sqlite:////absolute/path.db) or the server is up and "
+                                 "reachable, or give a journal file path instead") from None
     path = Path(spec).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = optuna.storages.journal.JournalFileOpenLock(str(path))

@@ -84,3 +84,15 @@ def test_allen_specimen_details_table_is_read(tmp_path):
                   "ef__tau": [12.0, 9.0]}).to_csv(p, index=False)
     df = features.read_feature_table(p)
     assert list(df.columns) == ["specimen_id", "avg_isi", "tau"] and df.specimen_id.tolist() == [5, 6]
+
+
+def test_probabilities_cover_the_four_classes_when_the_training_split_lacks_one():
+    # a registered folder of a few cells: a fold's training split without any Sst cell
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 2, 3], 8)
+    X = pd.DataFrame({"a": y + rng.normal(0, 0.1, len(y)), "b": rng.normal(0, 1, len(y))})
+    model = baseline.make_lgbm({"n_estimators": 5, "min_child_samples": 2}, 0).fit(X, y)
+    proba = baseline.class_proba(model, X)
+    assert proba.shape == (len(y), 4)
+    assert np.allclose(proba[:, 1], 0) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(proba.argmax(axis=1), model.predict(X))

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sts_utils import acquisition, bundle, cwt, registry
+from sts_utils import acquisition, bundle, cwt, registry, search
 from sts_utils import store as store_module
 from sts_utils import scalograms as sc
 from sts_utils.errors import BundleError, DataDirLocked, DataNotAvailableError, DiskFullError, TableError
@@ -640,3 +640,12 @@ def test_a_pickle_bundle_with_its_hash_updated_is_refused_without_running_it(tmp
     msg = one_line(err.value)
     assert str(out / "model.pt") in msg and "would run pickled code" in msg and "weights_only=False" not in msg, msg
     assert not Path("/tmp/sts-pickle-ran").exists()
+
+
+def test_an_unreachable_database_is_one_line_naming_it(tmp_path):
+    """issue 26, item 6: an SQLite URL in a missing folder was SQLAlchemy's OperationalError traceback."""
+    url = f"sqlite:///{tmp_path}/no-such-folder/study.db"
+    with pytest.raises(ValueError) as err:
+        search.open_storage(url)
+    msg = one_line(err.value)
+    assert f"OPTUNA_STORAGE={url}" in msg and "unable to open database file" in msg and "journal" in msg, msg
