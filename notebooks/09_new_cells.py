@@ -70,7 +70,9 @@ else:
     groups = unsure[["specimen_id", group]]
     page.say(f"{len(unsure)} cells of `{DATASET}` that the 4-class mapping leaves out (label `Unsure`), by {group}: "
              + ", ".join(f"{k} {v}" for k, v in groups[group].value_counts().items()) + ".")
-predictions = predict.predict_cells(bundles, input_path, new_dir / "predictions", device=DEVICE, n_jobs=N_JOBS)
+# a dataset whose every cell is labelled (a registered folder, say) leaves nothing to classify
+predictions = predict.predict_cells(bundles, input_path, new_dir / "predictions", device=DEVICE, n_jobs=N_JOBS) \
+    if len(groups) else predict.no_predictions()
 predictions = predictions.merge(groups, on="specimen_id", how="left")
 # the paper's table names each cell by its file inside the input folder, never by a path of this machine; the step
 # windows and sweep QC of each cell stay in predictions.csv (the page's table keeps its published columns)

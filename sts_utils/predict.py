@@ -631,7 +631,16 @@ def class_distribution(predictions: pd.DataFrame, by: str) -> pd.DataFrame:
         row["mean_confidence"] = float(ok["ensemble_probability"].mean()) if len(ok) else np.nan
         row["median_confidence"] = float(ok["ensemble_probability"].median()) if len(ok) else np.nan
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = [by, "cells", "predicted", "skipped", *[f"{k}_{c}" for c in CLASSES for k in ("n", "share")],
+               "mean_confidence", "median_confidence"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def no_predictions() -> pd.DataFrame:
+    """The predictions table of a dataset without a cell to classify (every cell labelled): no rows."""
+    return pd.DataFrame({"specimen_id": pd.Series(dtype="int64"), "source": pd.Series(dtype=object),
+                         "status": pd.Series(dtype=object), "reason": pd.Series(dtype=object),
+                         "ensemble_class": pd.Series(dtype=object), "ensemble_probability": pd.Series(dtype=float)})
 
 
 def distribution_figure(predictions: pd.DataFrame, by: str, title: str = ""):
@@ -727,6 +736,8 @@ def agreement_reading(agreement: pd.DataFrame, n_skipped: int, tag: str = "") ->
 
 def distribution_reading(summary: pd.DataFrame, by: str, tag: str = "") -> str:
     """A reading of :func:`class_distribution`: each group's most frequent predicted class, its share and the confidence."""
+    if summary.empty:
+        return "No cell was left to classify" + tag + ": every cell of the dataset has one of the four labels."
     parts = []
     for r in summary.to_dict("records"):
         if not r["predicted"]:

@@ -222,3 +222,11 @@ def test_the_unsure_cells_of_a_spike_time_dataset_are_predicted_and_summarised(s
     assert np.allclose(summary[[f"share_{c}" for c in CLASSES]].sum(axis=1), 1)
     assert "Htr3a-Cre_NO152 (1 cells" in predict.distribution_reading(summary, "cre_line")
     predict.distribution_figure(table, "cre_line", "test").savefig(tmp_path / "f.png")
+
+
+def test_a_dataset_without_unlabelled_cells_gives_an_empty_summary_with_its_columns_and_says_so():
+    empty = predict.no_predictions().assign(label_source=pd.Series(dtype=object))
+    summary = predict.class_distribution(empty, "label_source")
+    assert summary.empty and list(summary.columns[:4]) == ["label_source", "cells", "predicted", "skipped"]
+    assert "share_Vip/Lamp5" in summary.columns
+    assert "every cell of the dataset has one of the four labels" in predict.distribution_reading(summary, "label_source")
