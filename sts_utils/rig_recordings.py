@@ -39,7 +39,8 @@ def rig_dir(path: str | os.PathLike | None = None) -> Path:
 
 def shown_path(folder: Path) -> str:
     """``folder`` as a page shows it: relative to the checkout (``../shared/...``), never a machine path."""
-    return os.path.relpath(Path(folder).resolve(), project_root()) if Path(folder).is_absolute() else str(folder)
+    # not resolved: ../shared may be a link, and the page names it as the reader sees it
+    return os.path.relpath(folder, project_root()) if Path(folder).is_absolute() else str(folder)
 
 
 def known_type(cell: str) -> str:

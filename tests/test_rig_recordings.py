@@ -51,7 +51,7 @@ def test_summary_counts_cells_sweeps_and_classes_per_set():
 def test_reading_says_what_pyramidal_cells_and_interneurons_are_called():
     wrong = rig_recordings.reading(fake_table({"sscx_l5pc": ["Pvalb", "Pvalb", "Sst"], "hippocampus_hub": ["Excitatory"]}),
                                    "demo")
-    assert "The 3 pyramidal cells (rat L5 cortex and CA1) are called 2 Pvalb, 1 Sst: 0% Excitatory" in wrong
+    assert "The 3 pyramidal cells (sets sscx_l5pc) are called 2 Pvalb, 1 Sst: 0% Excitatory" in wrong
     assert "(0% an interneuron class)" in wrong
     assert "do not recognise real pyramidal cells or interneurons" in wrong
     right = rig_recordings.reading(fake_table({"ferguson2015": ["Excitatory", "Excitatory"], "hippocampus_hub": ["Pvalb"]}),
