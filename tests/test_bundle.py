@@ -1,8 +1,6 @@
 """Model bundles: export -> load round trip, hash check, metrics source, CLI (tiny untrained models, CPU)."""
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from sts_utils.errors import DiskFullError
 from sts_utils.models import build_model, load_checkpoint, save_checkpoint
 from sts_utils.store import ScalogramStore
 from sts_utils.training import predict_proba
+from tests.faults.conftest import put_temporary_files_on_a_full_disk
 
 
 def add_tiny_model(data_dir: Path, backbone: str = "resnet18", seed: int = 0) -> Path:
@@ -137,18 +136,7 @@ def test_a_model_folder_of_two_runs_is_refused_and_a_failed_write_replaces_nothi
     # issue 26, item 2: a full disk while model.pt was written left the old weights beside the new config
     first = add_tiny_model(tmp_path / "data", seed=1).parent
     before = {p.name: p.read_bytes() for p in first.iterdir()}
-    real_mkstemp = tempfile.mkstemp
-
-    def full_disk(*args, **kwargs):  # the state dict's temporary file is on a full disk (/dev/full: ENOSPC)
-        fd, path = real_mkstemp(*args, **kwargs)
-        if Path(path).name.startswith(".model.pt."):
-            os.close(fd)
-            os.unlink(path)
-            os.symlink("/dev/full", path)
-            fd = os.open(path, os.O_WRONLY)
-        return fd, path
-
-    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    put_temporary_files_on_a_full_disk(monkeypatch, prefix=".model.pt.")  # the state dict's file only
     with pytest.raises(DiskFullError) as err:
         add_tiny_model(tmp_path / "data", seed=2)
     monkeypatch.undo()

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from sts_utils.tables import read_sweeps
 from sts_utils.training import TrainConfig, search_hyperparameters
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
-from tests.faults.conftest import snapshot
+from tests.faults.conftest import put_temporary_files_on_a_full_disk, snapshot
 
 pytestmark = pytest.mark.faults
 
@@ -471,17 +470,8 @@ def test_a_full_disk_stops_the_scalograms_in_one_line_and_records_no_cell_as_bro
     # issue 26, item 2: every cell's image write failed, was recorded per cell as an OSError, and the run went on
     ddir = demo_copy / "demo"
     before = snapshot(ddir / "scalograms")
-    real_mkstemp = tempfile.mkstemp
-
-    def full_disk(*args, **kwargs):  # every new file is on a full disk: a link to /dev/full (ENOSPC on write)
-        fd, path = real_mkstemp(*args, **kwargs)
-        os.close(fd)
-        os.unlink(path)
-        os.symlink("/dev/full", path)
-        return os.open(path, os.O_WRONLY), path
-
     computed = count_computed(monkeypatch)
-    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    put_temporary_files_on_a_full_disk(monkeypatch)  # every new file
     with pytest.raises(DiskFullError) as err:
         compute_scalograms("demo", demo_copy, ScalogramParams(n_scales=90), n_jobs=1, progress=False)
     monkeypatch.undo()
