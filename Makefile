@@ -61,7 +61,7 @@ help:
 	@echo "make test   pytest (unit tests + a smoke run of every notebook);  make test-integration  the tiny paper vs tests/references/"
 	@echo "make update-references     rewrite the tiny paper's reference tables (after a change that moves results on purpose)"
 	@echo "make book [DATASET=demo]   executed notebooks -> build/<dataset>/book/index.html (Sphinx + myst-nb)"
-	@echo "make check-browser         the book and JupyterLab checked in the system Chromium"
+	@echo "make check-browser         the book, JupyterLab and optuna-dashboard checked in the system Chromium"
 	@echo "make lab    JupyterLab (the .py notebooks open as notebooks)"
 	@echo "make bench  benchmarks/   make clean [DATASET=...]  (keeps downloaded/simulated raw data)"
 	@echo "make env    .venv with exactly the pins of requirements/lock.txt;   make lock [UPGRADE=1]  regenerate it"
@@ -240,9 +240,10 @@ lab: $(STAMP)
 book: $(STAMP)
 	$(PY) -m sts_utils.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR) --data-dir $(DATA_DIR)
 
-# the book and JupyterLab checked in the system Chromium (playwright-python; `apt-get install chromium`)
+# the book, JupyterLab and optuna-dashboard (on a small finished study) checked in the system Chromium
+# (playwright-python; `apt-get install chromium`); CHECK_BROWSER_ARGS=--skip-dashboard (or --skip-lab, ...) leaves one out
 check-browser: book
-	$(PY) tools/check_browser.py --dataset $(DATASET) --build-dir $(BUILD_DIR)
+	$(PY) tools/check_browser.py --dataset $(DATASET) --build-dir $(BUILD_DIR) $(CHECK_BROWSER_ARGS)
 
 # README's result tables from figures/<dataset>/results_table.csv (tests/test_report.py fails when they disagree)
 readme: $(STAMP)

@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 import nbformat
+import optuna
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from optuna.trial import TrialState
 
-from sts_utils import book
+from sts_utils import book, search
 
 # sphinx-book-theme 1.4 uses an API Sphinx 11 will remove (a pending deprecation, not a fault of the book)
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
@@ -209,3 +211,40 @@ def test_the_browser_check_passes_the_book_and_catches_a_machine_path(site, brow
     page.write_text(page.read_text().replace("zeppelins done", f"zeppelins done in {HOME}/.cache/x"))
     with pytest.raises(check.CheckFailed, match=r"10_later.html: a machine path"):
         check.check_book(b, leaky, None, 30_000)
+
+
+# ------------------------------------------------- tools/check_browser.py's optuna-dashboard check, its parts
+def test_the_dashboard_checks_study_is_a_finished_search_in_the_default_journal(tmp_path):
+    check = load_check_browser()
+    storage, study = check.small_finished_study(tmp_path / "data", n_trials=3)
+    assert storage == search.default_storage("demo", "resnet18", tmp_path / "data")
+    assert storage == str(tmp_path / "data" / "demo" / "models" / "resnet18" / "study.journal")
+    reloaded = optuna.load_study(study_name=check.DASHBOARD_STUDY, storage=search.open_storage(storage))
+    assert [t.state for t in reloaded.trials] == [TrialState.COMPLETE] * 3
+    assert all(set(t.params) == set(search.SPACES["compendium"]) for t in reloaded.trials)
+    assert [t.value for t in reloaded.trials] == [t.value for t in study.trials]
+    assert len({t.value for t in reloaded.trials}) == 3  # the objective depends on the parameters
+    assert all(t.user_attrs["host"] and t.user_attrs["worker"] == 0 for t in reloaded.trials)  # the worker's attributes
+
+
+def dashboard_text(trials, states=None, value=None, drop_param=None) -> str:
+    """The text of optuna-dashboard 0.21's trial list page (document.body.innerText), trial 0 selected."""
+    states = states or ["Complete"] * len(trials)
+    listed = "\n".join(f"Trial {t.number}\n{s}" for t, s in zip(trials, states))
+    params = "\n\n".join(f"{k} {v}" for k, v in trials[0].params.items() if k != drop_param)
+    return (f"watched (id=0)\nHistory\nAnalytics\nTrials (List)\nSmart Selection\nNote\nLive Update\nSettings\n"
+            f"Dark Mode\nSend Feedback\n\n{len(trials)} Trials\n\n{listed}\nTrial 0 (trial_id=0)\n{states[0]}\nNote\n\n"
+            f"Value\n\n{trials[0].value if value is None else value}\n\nIntermediate Values\n\nParameter\n\n{params}\n\n"
+            "Started At\n\nThu Dec 03 2026 18:05:36 GMT+0000 (Coordinated Universal Time)\n\nUser Attributes\n\nhost vm")
+
+
+def test_the_dashboard_check_reads_every_trial_its_state_and_the_first_ones_value(tmp_path):
+    check = load_check_browser()
+    _, study = check.small_finished_study(tmp_path / "data", n_trials=3)
+    trials = study.trials
+    assert check.trial_list_problem(dashboard_text(trials), trials) is None
+    assert "numbers [0, 1], not the study's 3 ([0, 1, 2])" in check.trial_list_problem(
+        dashboard_text(trials[:2]), trials)
+    assert "{1: 'Fail'}" in check.trial_list_problem(dashboard_text(trials, ["Complete", "Fail", "Complete"]), trials)
+    assert "value as 0.5" in check.trial_list_problem(dashboard_text(trials, value=0.5), trials)
+    assert check.trial_list_problem(dashboard_text(trials, drop_param="lr"), trials).endswith("parameters lr")

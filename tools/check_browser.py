@@ -15,6 +15,12 @@ playwright-python (``pip install -e '.[browser]'``); it never downloads a browse
     (a notebook panel with code cells, not a text editor) on the ``Python (sts)`` kernel, that the
     kernel starts, and that the notebook Lab holds would be written back byte-identical by jupytext
     (what an unedited save does).
+(c) optuna-dashboard: a small finished study (:data:`DASHBOARD_TRIALS` COMPLETE trials of a tiny objective
+    over the compendium's search space, run by ``sts_utils.search.run_worker`` into the journal file that
+    ``make search`` uses by default, in a temporary data folder), served by the lock's
+    ``optuna-dashboard <journal>`` on a free port of 127.0.0.1; its home page lists the study, and the study's
+    trial list shows every trial as Complete, with trial 0's value and parameters. No request may leave
+    127.0.0.1 and no script error may occur.
 
 Screenshots for a human go to ``build/<dataset>/browser/``. Exit 0 when all is well; otherwise one
 line saying why and exit 1 (2: no browser or no playwright).
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import secrets
@@ -35,6 +42,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
+
+from sts_utils import search
 from sts_utils.book import notebook_pages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +55,9 @@ CHROMIUM_ARGS = [
 ]
 LAB_NOTEBOOK = "02_scalograms.py"
 KERNEL_DISPLAY_NAME = "Python (sts)"
+CHECKS = ("book", "lab", "dashboard")
+DASHBOARD_STUDY = "check-browser-demo-resnet18"
+DASHBOARD_TRIALS = 4
 
 
 class CheckFailed(Exception):
@@ -207,23 +220,33 @@ def start_lab(notebooks: Path, tmp: Path, log_path: Path) -> tuple[subprocess.Po
            "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
     if os.getuid() == 0:
         cmd.append("--allow-root")
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc, base = start_server(cmd, port, f"/api/status?token={token}", "jupyter lab", log_path, ROOT)
+    return proc, base, token
+
+
+def start_server(cmd: list[str], port: int, ready: str, what: str, log_path: Path, cwd: Path
+                 ) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` (a server on ``port`` of 127.0.0.1, its output to ``log_path``) and wait until ``ready``, a
+    path on it, answers 200; ``what`` names the server in the one line of a failure. Returns it and its base URL."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    timeout_s = 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CheckFailed(f"jupyter lab exited with {proc.returncode} (log: {log_path})")
+            raise CheckFailed(f"{what} exited with {proc.returncode} (log: {log_path})")
         try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+            with urllib.request.urlopen(f"{base}{ready}", timeout=2) as r:
                 if r.status == 200:
-                    return proc, base, token
+                    return proc, base
         except OSError:
             time.sleep(0.5)
-    raise CheckFailed(f"jupyter lab did not answer within 120 s (log: {log_path})")
+    stop_server(proc)
+    raise CheckFailed(f"{what} did not answer within {timeout_s} s (log: {log_path})")
 
 
-def stop_lab(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -303,9 +326,125 @@ def check_lab(browser, notebooks: Path, shots: Path | None, log_path: Path, time
             check_save_round_trip(nb_json, notebooks / LAB_NOTEBOOK)
             page.close()
         finally:
-            stop_lab(proc)
+            stop_server(proc)
     return (f"lab: {LAB_NOTEBOOK} opens as a notebook ({n_code} code cells) on {KERNEL_DISPLAY_NAME}; "
             f"an unedited save leaves it byte-identical")
+
+
+# ----------------------------------------------------------------------------------- optuna-dashboard
+def small_finished_study(data_dir: Path, n_trials: int = DASHBOARD_TRIALS, name: str = DASHBOARD_STUDY
+                         ) -> tuple[str, optuna.Study]:
+    """A finished study as ``make search`` leaves one, in minutes less: ``n_trials`` COMPLETE trials run by the
+    search's worker loop (:func:`sts_utils.search.run_worker`) over the compendium's search space into the
+    default journal file of demo/resnet18 under ``data_dir``; the objective is a cheap function of the
+    parameters (no training). Returns the journal file's path and the study."""
+    storage = search.default_storage("demo", "resnet18", data_dir)
+    space = search.SPACES["compendium"]
+
+    def objective(trial) -> float:
+        p = search.suggest(trial, space)
+        return 1.0 - abs(math.log10(p["lr"]) + 3.0) / 3.0 - p["dropout"] / 2.0
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per check, not one per trial
+    try:
+        study = search.run_worker(objective, n_trials, name=name, storage=storage, progress=False)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return storage, study
+
+
+def dashboard_version() -> str:
+    from importlib.metadata import version
+    return version("optuna-dashboard")
+
+
+def start_dashboard(storage: str, cwd: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``optuna-dashboard <storage>`` (README's command, the venv's executable) on a free port of 127.0.0.1."""
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("optuna-dashboard")), storage, "--host", "127.0.0.1", "--port", str(port)]
+    return start_server(cmd, port, "/api/studies", "optuna-dashboard", log_path, cwd)
+
+
+# the trial list of a study's page: its header ("4 Trials") and one "Trial <number>" entry per trial
+TRIAL_LIST_SHOWN = r"""n => { const t = document.body.innerText;
+    return t.includes(n + ' Trials') && (t.match(/^Trial \d+$/gm) || []).length >= n; }"""
+
+
+def trial_list_problem(text: str, trials: list) -> str | None:
+    """What the text of a study's trial list page (``/dashboard/studies/<id>/trials``) lacks of ``trials``, the
+    trials of a finished study, or ``None``: the header "<n> Trials", a "Trial <number>" entry per trial followed
+    by its state (Complete), and, beside the list, the first trial's value and each of its parameters."""
+    n, numbers = len(trials), sorted(t.number for t in trials)
+    count = re.findall(r"^(\d+) Trials$", text, re.M)
+    entries = {int(k): state for k, state in re.findall(r"^Trial (\d+)\n(\w+)$", text, re.M)}
+    if count != [str(n)] or sorted(entries) != numbers:
+        return f"shows {count[0] if count else 'no'} trials, numbers {sorted(entries)}, not the study's {n} ({numbers})"
+    not_complete = {k: state for k, state in entries.items() if state != "Complete"}
+    if not_complete:
+        return f"marks trials {not_complete} instead of Complete"
+    first = trials[0]
+    value = re.findall(r"^Value\n+(\S+)$", text, re.M)
+    try:
+        shown = float(value[0]) if value else None
+    except ValueError:
+        shown = None
+    if shown is None or not math.isclose(shown, first.value, rel_tol=1e-12):
+        return f"shows trial {first.number}'s value as {value[0] if value else 'nothing'}, not {first.value!r}"
+    absent = [k for k in first.params if not re.search(rf"^{re.escape(k)} \S", text, re.M)]
+    if absent:
+        return f"does not show trial {first.number}'s parameters {', '.join(absent)}"
+    return None
+
+
+def check_dashboard(browser, shots: Path | None, log_path: Path, timeout_ms: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="sts-dashboard-check-") as tmp:
+        storage, study = small_finished_study(Path(tmp) / "data")
+        trials = study.get_trials(deepcopy=False)
+        proc, base = start_dashboard(storage, Path(tmp), log_path)
+        requested: list[str] = []
+        blocked: list[str] = []
+        errors: list[str] = []
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            block_internet(page, blocked)
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # the home page lists the study; its link leads to the study's page
+            page.goto(f"{base}/", wait_until="domcontentloaded", timeout=timeout_ms)
+            link = f"a[href^='/dashboard/studies/']:has-text('{study.study_name}')"
+            try:
+                page.wait_for_selector(link, timeout=timeout_ms)
+            except Exception:
+                if shots:
+                    page.screenshot(path=str(shots / "dashboard_failed.png"))
+                raise CheckFailed(f"optuna-dashboard's home page does not list the study {study.study_name} "
+                                  f"(script errors: {errors[:1] or 'none'}; internet requests blocked: "
+                                  f"{blocked[:1] or 'none'}; log: {log_path})") from None
+            if shots:
+                page.screenshot(path=str(shots / "dashboard_home.png"))
+            href = page.get_attribute(link, "href")
+            page.goto(f"{base}{href}/trials", wait_until="domcontentloaded", timeout=timeout_ms)
+            try:
+                page.wait_for_function(TRIAL_LIST_SHOWN, arg=len(trials), timeout=timeout_ms)
+            except Exception:
+                pass  # said precisely below, from what the page shows
+            if shots:
+                page.screenshot(path=str(shots / "dashboard_trials.png"))
+            problem = trial_list_problem(page.inner_text("body"), trials)
+            if problem:
+                raise CheckFailed(f"optuna-dashboard's {href}/trials {problem} (script errors: {errors[:1] or 'none'}; "
+                                  f"internet requests blocked: {blocked[:1] or 'none'}; log: {log_path})")
+            page.close()
+        finally:
+            stop_server(proc)
+    if blocked:
+        raise CheckFailed(f"optuna-dashboard asked the internet for {len(blocked)} resources (first: {blocked[0]})")
+    if errors:
+        raise CheckFailed(f"{len(errors)} script errors in optuna-dashboard (first: {errors[0]})")
+    n_local = sum(u.startswith("http://127.0.0.1") for u in requested)
+    return (f"dashboard: study {study.study_name} with {len(trials)} trials listed (optuna-dashboard "
+            f"{dashboard_version()} on its journal file; {n_local} requests to 127.0.0.1); 0 internet requests")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,9 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", help="Chromium executable (default: /usr/bin/chromium, $STS_CHROMIUM)")
     parser.add_argument("--skip-book", action="store_true")
     parser.add_argument("--skip-lab", action="store_true")
+    parser.add_argument("--skip-dashboard", action="store_true")
+    parser.add_argument("--only", choices=CHECKS, action="append",
+                        help="run only this check (repeatable; default: all of book, lab, dashboard)")
     parser.add_argument("--no-screenshots", action="store_true")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per page (default 60)")
     args = parser.parse_args(argv)
+    skipped = {c for c in CHECKS if getattr(args, f"skip_{c}")}
+    run = [c for c in CHECKS if c in (args.only or CHECKS) and c not in skipped]
+    if not run:
+        parser.error(f"nothing left to check: --only {' --only '.join(args.only or [])} and the --skip options "
+                     "leave out every check")
 
     browser_path = find_browser(args.browser)
     if browser_path is None:
@@ -344,11 +491,13 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
             try:
                 lines = []
-                if not args.skip_book:
+                if "book" in run:
                     lines.append(check_book(browser, book, shots, timeout_ms))
-                if not args.skip_lab:
+                if "lab" in run:
                     lines.append(check_lab(browser, Path(args.notebooks).resolve(), shots, out / "jupyter-lab.log",
                                            timeout_ms))
+                if "dashboard" in run:
+                    lines.append(check_dashboard(browser, shots, out / "optuna-dashboard.log", timeout_ms))
             finally:
                 browser.close()
     except CheckFailed as err:
