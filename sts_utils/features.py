@@ -40,7 +40,7 @@ from ipfx.stimulus_protocol_analysis import LongSquareAnalysis
 from ipfx.sweep import Sweep, SweepSet
 
 from .config import CLASSES, dataset_dir, logger, progress_stream
-from .errors import RecordingError
+from .errors import RecordingError, TableError
 from .io import write_csv_atomic, write_sidecar
 from .recordings import load_sweep
 from .tables import read_cells, read_sweeps
@@ -167,8 +167,14 @@ def compute_features(dataset: str, data_dir: str | os.PathLike | None = None, n_
             qc.append({"specimen_id": sid, "status": status})
             if status == "ok":
                 rows.append({"specimen_id": sid, **feats})
+    qc_df = pd.DataFrame(qc, columns=["specimen_id", "status"])
+    if not rows:
+        # nothing to fit a baseline on: say why, from the QC, instead of failing on an empty table
+        reasons = qc_df["status"].str.split(":").str[0].value_counts().to_dict() if len(qc_df) else {}
+        raise TableError(f"{ddir}: ipfx computed features for none of {len(jobs)} labelled cells with sweeps "
+                         f"({', '.join(f'{k}: {v}' for k, v in reasons.items()) or 'no cell to analyse'}); "
+                         f"check sweeps.csv (notebook 01) or pass published FEATURE_TABLES")
     features = pd.DataFrame(rows).sort_values("specimen_id").reset_index(drop=True)
-    qc_df = pd.DataFrame(qc)
     path = write_csv_atomic(features, ddir / "features.csv")
     write_csv_atomic(qc_df, ddir / "features_qc.csv")
     write_sidecar(path, {"dataset": dataset, "source": "ipfx LongSquareAnalysis, onset-aligned"}, seed=seed,

@@ -1,9 +1,12 @@
 """LightGBM baseline: learns a planted signal, SHAP adds up, the paper's feature selection, bad input."""
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from sts_utils import baseline, features
+from sts_utils.errors import TableError
 
 
 def planted(n=240, seed=0):
@@ -96,3 +99,16 @@ def test_probabilities_cover_the_four_classes_when_the_training_split_lacks_one(
     assert proba.shape == (len(y), 4)
     assert np.allclose(proba[:, 1], 0) and np.allclose(proba.sum(axis=1), 1)
     assert np.array_equal(proba.argmax(axis=1), model.predict(X))
+
+
+def test_no_cell_with_features_is_one_line_naming_the_folder_and_the_reasons(tiny_demo, tmp_path):
+    """Every recording unreadable: compute_features says so in one line (folder, counts per reason, the fix),
+    instead of a KeyError on an empty table, and writes no features.csv that would look done."""
+    shutil.copytree(tiny_demo / "demo", tmp_path / "demo", ignore=shutil.ignore_patterns("features*"))
+    for nwb in (tmp_path / "demo" / "raw").rglob("*.nwb"):
+        nwb.write_bytes(nwb.read_bytes()[:2000])  # truncated: no cell can be read back
+    with pytest.raises(TableError, match=r"ipfx computed features for none of 12 labelled cells .*RecordingError: 12.*"
+                                         r"check sweeps.csv") as err:
+        features.compute_features("demo", tmp_path, n_jobs=1, progress=False)
+    assert "\n" not in str(err.value) and str(tmp_path / "demo") in str(err.value)
+    assert not (tmp_path / "demo" / "features.csv").exists()
