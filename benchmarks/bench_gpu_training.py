@@ -37,8 +37,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from sts_utils.models import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model
-from sts_utils.training import amp_dtype
+from sts_utils.data.models import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model
+from sts_utils.stages.training import amp_dtype
 
 SHAPE = (2, 180, 480)
 

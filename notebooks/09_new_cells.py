@@ -18,7 +18,7 @@
 # The trained models leave the compendium as *bundles* (`data/<dataset>/bundles/<backbone>/`: the state dict,
 # `bundle.json` with everything needed to rebuild the model and its scalograms, and a model card), and classify
 # cells that no model saw, through the same sweep choice and transform as training
-# (`python -m sts_utils.predict`, used here through `sts_utils.predict.predict_cells`).
+# (`python -m sts_utils.stages.predict`, used here through `sts_utils.stages.predict.predict_cells`).
 #
 # * `demo`: a fresh simulated cohort (another seed). Its balanced accuracy should agree with the test split's 95 % CI.
 # * `teeter2018` (and other real datasets): the cells the 4-class mapping leaves out (label `Unsure`: Cre lines
@@ -37,10 +37,10 @@ N_JOBS = 2
 # %%
 import pandas as pd
 
-from sts_utils import acquisition, bundle, predict
-from sts_utils.config import require
-from sts_utils.io import write_csv_atomic
-from sts_utils.pages import open_page
+from sts_utils.stages import acquisition, bundle, predict
+from sts_utils.core.config import require
+from sts_utils.core.io import write_csv_atomic
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 bundles = bundle.export_all(DATASET, DATA_DIR, figures_root=FIGURES_DIR, backbones=BACKBONES, device=DEVICE)

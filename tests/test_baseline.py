@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import baseline, features
+from sts_utils.stages import baseline, features
 
 
 def planted(n=240, seed=0):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from sts_utils import book
+from sts_utils.pages import book
 
 # sphinx-book-theme 1.4 uses an API Sphinx 11 will remove (a pending deprecation, not a fault of the book)
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import bundle, predict
-from sts_utils.config import CLASSES
-from sts_utils.errors import TableError
-from sts_utils.evaluation import predict_test_split
-from sts_utils.nwb import load_nwb2_sweep, read_nwb2_sweep_table, write_nwb1_cell
-from sts_utils.recordings import TEETER_EPOCHS_S
-from sts_utils.scalograms import ScalogramParams
-from sts_utils.tables import write_cells, write_spike_trains
+from sts_utils.stages import bundle, predict
+from sts_utils.core.config import CLASSES
+from sts_utils.core.errors import TableError
+from sts_utils.stages.evaluation import predict_test_split
+from sts_utils.data.nwb import load_nwb2_sweep, read_nwb2_sweep_table, write_nwb1_cell
+from sts_utils.data.recordings import TEETER_EPOCHS_S
+from sts_utils.stages.scalograms import ScalogramParams
+from sts_utils.data.tables import write_cells, write_spike_trains
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
 
@@ -192,7 +192,7 @@ def test_out_is_never_half_written_nor_a_foreign_folder_replaced(setup, tmp_path
 
 
 def test_cli_help():
-    res = subprocess.run([sys.executable, "-m", "sts_utils.predict", "--help"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run([sys.executable, "-m", "sts_utils.stages.predict", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and "--models" in res.stdout and "spike_times_s" in res.stdout
 
 

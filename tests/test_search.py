@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sts_utils import search
+from sts_utils.data import search
 from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # a tiny objective run through the project's real worker loop (search.run_worker), storage and stopping rule
 WORKER = textwrap.dedent("""
     import os, sys, time
-    from sts_utils import search
+    from sts_utils.data import search
     storage, name, n, sleep, log, rank = sys.argv[1:7]
     # a 1 s heartbeat: a killed worker's trial is stale after 3 s (60 s and 180 s in a real search)
     def objective(trial):
@@ -224,9 +224,9 @@ def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_sto
 
 
 def test_search_module_loads_without_torch_and_has_help():
-    code = "import sys, sts_utils.search; assert not any(m == 'torch' or m.startswith(('torch.', 'matplotlib')) for m in sys.modules)"
+    code = "import sys, sts_utils.data.search; assert not any(m == 'torch' or m.startswith(('torch.', 'matplotlib')) for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], env=env(), check=True)
-    out = subprocess.run([sys.executable, "-m", "sts_utils.search", "--help"], env=env(), capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "sts_utils.data.search", "--help"], env=env(), capture_output=True, text=True,
                          check=True).stdout
     assert "--n-workers" in out and "--storage" in out
 

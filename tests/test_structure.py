@@ -14,30 +14,42 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "sts_utils"
 
 LAYERS = {
-    0: {"config", "errors", "io"},
-    1: {"cwt", "signals", "steps", "sweeps", "metrics", "simulate", "spike_train_features", "stats", "fusion"},
-    2: {"nwb", "rigs", "registry", "labels", "tables", "recordings", "store", "models", "search"},
-    3: {"acquisition", "scalograms", "splits", "training", "features", "baseline", "evaluation", "audit", "saliency",
-        "bundle", "predict", "comparison", "rig_recordings"},
-    4: {"plots", "pages", "runner", "book", "report"},
+    0: {"core.config", "core.errors", "core.io"},
+    1: {"compute." + m for m in ("cwt", "signals", "steps", "sweeps", "metrics", "simulate", "spike_train_features",
+                                 "stats", "fusion")},
+    2: {"data." + m for m in ("nwb", "rigs", "registry", "labels", "tables", "recordings", "store", "models", "search")},
+    3: {"stages." + m for m in ("acquisition", "scalograms", "splits", "training", "features", "baseline", "evaluation",
+                                "audit", "saliency", "bundle", "predict", "comparison", "rig_recordings")},
+    4: {"pages." + m for m in ("plots", "page", "runner", "book", "report")},
 }
 LAYER_OF = {m: k for k, mods in LAYERS.items() for m in mods}
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+#: every module, by its name inside the package (``core.config``), and its file
+FILES = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))
+         if p.name != "__init__.py"}
+MODULES = sorted(FILES)
 
 
-def package_imports(tree: ast.AST) -> set[str]:
+def package_imports(tree: ast.AST, module: str) -> set[str]:
+    """The package modules (``core.config``) that ``tree``, the code of ``module``, imports: ``from
+    sts_utils.core.config import x``, ``from sts_utils.compute import cwt``, ``import sts_utils.data.nwb``, and
+    relative imports resolved from ``module``."""
     out = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            out |= {node.module} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sts_utils"):
-            parts = node.module.split(".")
-            out |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-    return {m for m in out if m in MODULES}
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(f"sts_utils.{module}".split(".")[:-node.level] + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "sts_utils":
+                base = node.module
+            else:
+                continue
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m.removeprefix("sts_utils.") for m in out} & set(MODULES)
 
 
 def graph() -> dict[str, set[str]]:
-    return {m: package_imports(ast.parse((PACKAGE / f"{m}.py").read_text())) for m in MODULES}
+    return {m: package_imports(ast.parse(FILES[m].read_text()), m) for m in MODULES}
 
 
 def test_every_module_has_a_layer():
@@ -68,13 +80,14 @@ def test_the_import_graph_has_no_cycle():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_no_package_import_inside_a_function(module):
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    hidden = [f"{f.name}: {sorted(package_imports(f))}" for f in ast.walk(tree)
-              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and package_imports(f)]
+    tree = ast.parse(FILES[module].read_text())
+    hidden = [f"{f.name}: {sorted(package_imports(f, module))}" for f in ast.walk(tree)
+              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and package_imports(f, module)]
     assert not hidden, f"{module}: {hidden}"
 
 
-@pytest.mark.parametrize("module", ["baseline", "features", "acquisition", "metrics", "stats", "search"])
+@pytest.mark.parametrize("module", ["stages.baseline", "stages.features", "stages.acquisition", "compute.metrics",
+                                    "compute.stats", "data.search"])
 def test_modules_that_need_no_torch_do_not_load_it(module):
     code = f"import sys, sts_utils.{module}; assert 'torch' not in sys.modules, 'torch loaded'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -83,7 +96,7 @@ def test_modules_that_need_no_torch_do_not_load_it(module):
 
 def test_no_module_chooses_a_matplotlib_backend():
     for m in MODULES:
-        assert "matplotlib.use(" not in (PACKAGE / f"{m}.py").read_text(), m
+        assert "matplotlib.use(" not in FILES[m].read_text(), m
 
 
 def test_the_module_map_lists_every_module_in_its_layer():
@@ -92,7 +105,7 @@ def test_the_module_map_lists_every_module_in_its_layer():
     found = {}
     for k, section in enumerate(sections):
         for m in MODULES:
-            if f"`{m}.py`" in section:
+            if f"`{FILES[m].name}`" in section:
                 found.setdefault(m, k)
     assert set(found) == set(MODULES), sorted(set(MODULES) - set(found))
     for m, k in found.items():
@@ -147,5 +160,5 @@ def test_no_private_optuna_names(tmp_path):
     old = ("from optuna.storages._heartbeat import is_heartbeat_enabled\n"
            "study._storage.set_trial_user_attr(t._trial_id, 'stale', True)\noptuna._experimental\n")
     assert len(private_optuna_uses(old, private)) == 4
-    uses = {m: private_optuna_uses((PACKAGE / f"{m}.py").read_text(), private) for m in MODULES}
+    uses = {m: private_optuna_uses(FILES[m].read_text(), private) for m in MODULES}
     assert not {m: u for m, u in uses.items() if u}

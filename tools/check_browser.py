@@ -35,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sts_utils.book import notebook_pages
+from sts_utils.pages.book import notebook_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
