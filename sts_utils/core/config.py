@@ -22,6 +22,9 @@ from sts_utils.core.errors import MissingArtifactError
 
 #: The four classes, in the order used for every model output and table.
 CLASSES: tuple[str, ...] = ("Pvalb", "Sst", "Vip/Lamp5", "Excitatory")
+#: Each class's colour in every figure (:mod:`sts_utils.pages.plots`, a new cell's report of
+#: :mod:`sts_utils.stages.predict`).
+CLASS_COLORS = {"Pvalb": "#d62728", "Sst": "#ff7f0e", "Vip/Lamp5": "#9467bd", "Excitatory": "#1f77b4"}
 #: Cells with this label are kept in ``cells.csv`` but never trained or tested on.
 UNSURE = "Unsure"
 DATASETS: tuple[str, ...] = ("demo", "teeter2018", "patchseq", "celltypes", "allen")

@@ -17,10 +17,9 @@ from IPython.display import Image, display
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix
 
-from sts_utils.core.config import CLASSES, in_notebook
+from sts_utils.core.config import CLASS_COLORS, CLASSES, in_notebook
 from sts_utils.core.io import atomic_path
 
-CLASS_COLORS = {"Pvalb": "#d62728", "Sst": "#ff7f0e", "Vip/Lamp5": "#9467bd", "Excitatory": "#1f77b4"}
 SCALOGRAM_LABEL = "normalised log |CWT| (0–1)"
 
 
@@ -406,6 +405,38 @@ def learning_curve_figure(curve: pd.DataFrame, title: str = "", n_classes: int =
     ax.set_ylabel("test balanced accuracy")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- notebooks 09, 10
+
+def distribution_figure(predictions: pd.DataFrame, by: str, title: str = ""):
+    """Share of each predicted class per group (stacked bars, with counts) and the ensemble's confidence per group."""
+    ok = predictions[predictions["status"] == "ok"]
+    groups = sorted(predictions[by].astype(str).unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(groups) + 2.2))
+    left = np.zeros(len(groups))
+    for c in CLASSES:
+        share = np.array([((ok[by].astype(str) == g) & (ok["ensemble_class"] == c)).sum()
+                          / max(1, (ok[by].astype(str) == g).sum()) for g in groups])
+        axes[0].barh(groups, share, left=left, color=CLASS_COLORS[c], label=c)
+        left += share
+    for k, g in enumerate(groups):
+        axes[0].text(1.01, k, f"n={int((ok[by].astype(str) == g).sum())}", va="center", fontsize=8)
+    axes[0].set_xlim(0, 1.15)
+    axes[0].set_xlabel("share of predicted cells")
+    axes[0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=4, frameon=False)
+    rng = np.random.default_rng(0)
+    for k, g in enumerate(groups):
+        d = ok[ok[by].astype(str) == g]
+        y = k + rng.uniform(-0.25, 0.25, len(d))
+        axes[1].scatter(d["ensemble_probability"], y, s=10, c=[CLASS_COLORS[c] for c in d["ensemble_class"]], alpha=0.8)
+    axes[1].axvline(1 / len(CLASSES), color="grey", lw=0.8, ls=":")
+    axes[1].set_yticks(range(len(groups)), groups)
+    axes[1].set_xlim(0, 1)
+    axes[1].set_xlabel("ensemble probability of the predicted class (colour: the class; dotted: chance)")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
