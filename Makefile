@@ -207,7 +207,7 @@ SEARCH_VARS := IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY DECAY_PERIOD PATIENCE DR
 	TRIAL_EPOCHS PRETRAINED FREEZE DEVICE TRAIN_SEED PRUNER COMPILE
 SEARCH_PARAMS = $(foreach v,$(SEARCH_VARS),$(if $(filter command line environment environment override,$(origin $(v))),--param $(v)='$($(v))'))
 search: $(D)/splits.csv | $(STAMP)
-	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.data.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
+	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.stages.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
 		--seed $(SEED) $(if $(PROFILE),--profile $(PROFILE)) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) \
 		$(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) $(if $(OPTUNA_STORAGE),--storage '$(OPTUNA_STORAGE)') $(SEARCH_PARAMS)
 

@@ -69,7 +69,7 @@ compute_scalograms("demo", d, n_jobs=n, progress=False)
 make_splits("demo", d)' "$DIR"
     fi
     echo "search: 2 workers, 4 trials, 2 folds x 2 epochs"
-    "$PY" -m sts_utils.data.search --dataset demo --backbone resnet18 --data-dir "$DIR" --profile cpu_small \
+    "$PY" -m sts_utils.stages.search --dataset demo --backbone resnet18 --data-dir "$DIR" --profile cpu_small \
         --n-workers 2 --n-trials 4 --param TRIAL_EPOCHS=2 --param EPOCHS=2 --param PRETRAINED=none \
         --param IMAGE_SIZE=96 --log-dir "$DIR/logs" --no-progress || { tail -n 20 "$DIR"/logs/*.log; exit 1; }
     tail -n 3 "$DIR"/logs/*.log

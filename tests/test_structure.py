@@ -97,7 +97,7 @@ def test_no_package_import_inside_a_function(module):
 
 
 @pytest.mark.parametrize("module", ["stages.baseline", "stages.features", "stages.acquisition", "compute.metrics",
-                                    "compute.stats", "data.search"])
+                                    "compute.stats", "data.profiles", "data.studies", "stages.search"])
 def test_modules_that_need_no_torch_do_not_load_it(module):
     code = f"import sys, sts_utils.{module}; assert 'torch' not in sys.modules, 'torch loaded'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

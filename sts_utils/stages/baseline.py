@@ -26,7 +26,7 @@ from sts_utils.stages.features import compute_features, load_feature_tables, sel
 from sts_utils.compute.fusion import proba_in_order
 from sts_utils.core.io import atomic_path, write_csv_atomic, write_text_atomic
 from sts_utils.data.labels import read_paper_split
-from sts_utils.data.search import suggest
+from sts_utils.data.profiles import suggest
 from sts_utils.stages.splits import load_split, n_repeats_of
 from sts_utils.data.tables import predictions_frame, read_cells
 

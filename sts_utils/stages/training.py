@@ -2,7 +2,7 @@
 
 Training: Adam, cross-entropy (optionally class-weighted), step learning-rate decay (``lr_decay``
 every ``decay_period`` epochs; ``lr_decay=0`` keeps the rate constant), early stopping on validation
-loss with ``patience``. Two protocols, chosen by the run profile (:data:`sts_utils.data.search.PROFILES`):
+loss with ``patience``. Two protocols, chosen by the run profile (:data:`sts_utils.data.profiles.PROFILES`):
 
 * ``cpu_small`` / ``gpu_small`` (the compendium's): each trial is scored by the best-epoch validation balanced
   accuracy of an inner stratified K-fold CV; the best setting is refit with early stopping on a
@@ -20,10 +20,10 @@ CUDA the training set is moved to the GPU once per fit and batches are indexed t
 permutation; bf16 autocast where supported (else fp16 with a GradScaler), channels_last, optional
 ``torch.compile`` (``compile=True``), and the loss is summed on the device and read once per epoch.
 
-The search (Optuna TPE; see :mod:`sts_utils.data.search` for storage, workers and the launcher) runs in
-process on a private in-memory study unless a shared storage is given (``storage`` / ``$OPTUNA_STORAGE``)
-or the default journal file already holds this run's study (``python -m sts_utils.data.search`` made it):
-then the refit joins that study, finishes it if needed, and uses its best trial.
+The search (Optuna TPE; see :mod:`sts_utils.data.studies` for storage and workers, :mod:`sts_utils.stages.search`
+for the launcher) runs in process on a private in-memory study unless a shared storage is given (``storage`` /
+``$OPTUNA_STORAGE``) or the default journal file already holds this run's study (``python -m
+sts_utils.stages.search`` made it): then the refit joins that study, finishes it if needed, and uses its best trial.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from sts_utils.data import search
+from sts_utils.data import profiles, studies
 from sts_utils.core.config import CLASSES, check_whole_number, dataset_dir, logger, progress_stream, seed_everything
 from sts_utils.core.io import file_sha256
 from sts_utils.compute.metrics import balanced_accuracy
@@ -347,8 +347,8 @@ def inner_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray
         return train_val_split(y, fraction, seed)
 
 
-#: The compendium's search space (cpu_small and gpu_small profiles); the paper's is ``search.SPACES['paper']``.
-SEARCH_SPACE = search.SPACES["compendium"]
+#: The compendium's search space (cpu_small and gpu_small profiles); the paper's is ``profiles.SPACES['paper']``.
+SEARCH_SPACE = profiles.SPACES["compendium"]
 
 #: Default search settings of :func:`search_hyperparameters` (the compendium protocol).
 _DEFAULT_SEARCH = {"protocol": "fold_val", "fold_seed": None, "inner_val_fraction": None, "refit": "early_stopping",
@@ -376,7 +376,7 @@ def make_objective(x: torch.Tensor, y: np.ndarray, base: TrainConfig, settings: 
     device = get_device(base.device)
 
     def objective(trial):
-        params = search.suggest(trial, space)
+        params = profiles.suggest(trial, space)
         cfg = replace(base, **params, epochs=trial_epochs or base.epochs)
         scores, epochs = [], []
         for k, (tr, va) in enumerate(folds):
@@ -449,7 +449,7 @@ def search_hyperparameters(x: torch.Tensor, y: np.ndarray, base: TrainConfig, n_
         x = x.to(device)  # once per search: every fold of every trial indexes it on the GPU
     objective = make_objective(x, y, base, s, n_folds, trial_epochs, space)
     catch = (torch.OutOfMemoryError,) if storage is not None else ()
-    study = search.run_worker(objective, n_trials, name=study_name, storage=storage, pruner=search.make_pruner(s["pruner"]),
+    study = studies.run_worker(objective, n_trials, name=study_name, storage=storage, pruner=studies.make_pruner(s["pruner"]),
                               rank=rank, seed=base.seed, n_startup_trials=int(s["n_startup_trials"]), progress=progress,
                               catch=catch, desc=f"search {base.backbone}")
     best = study.best_trial
@@ -462,15 +462,15 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
 
     ``auto`` is ``paper`` for real datasets on a CUDA machine, ``cpu_fixed`` for real datasets on a CPU and
     ``cpu_small`` for demo. See
-    :func:`sts_utils.data.search.resolve_profile` (``default_seed`` is the notebook's ``SEED``; the paper pins 42).
+    :func:`sts_utils.data.profiles.resolve_profile` (``default_seed`` is the notebook's ``SEED``; the paper pins 42).
     """
     check_backbone(backbone)
-    return search.resolve_profile(profile, dataset, backbone, overrides, cuda_available=torch.cuda.is_available(),
+    return profiles.resolve_profile(profile, dataset, backbone, overrides, cuda_available=torch.cuda.is_available(),
                                   default_seed=default_seed)
 
 
-#: The run profiles (``cpu_small``, ``cpu_fixed``, ``gpu_small``, ``paper``); defined in :mod:`sts_utils.data.search`.
-PROFILES = search.PROFILES
+#: The run profiles (``cpu_small``, ``cpu_fixed``, ``gpu_small``, ``paper``); defined in :mod:`sts_utils.data.profiles`.
+PROFILES = profiles.PROFILES
 
 
 def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0,
@@ -505,12 +505,12 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
     y = encode_labels(train["label"])
     inputs = {"scalograms.npy": file_sha256(ddir / "scalograms" / "scalograms.npy"),
               "splits.csv": file_sha256(ddir / "splits.csv")}
-    spec, asked = search.storage_spec(storage, dataset, backbone, data_dir)
-    # the name pins data and settings: the resolved run settings (as `python -m sts_utils.data.search` hashes
+    spec, asked = studies.storage_spec(storage, dataset, backbone, data_dir)
+    # the name pins data and settings: the resolved run settings (as `python -m sts_utils.stages.search` hashes
     # them), or for a call without settings the training configuration and search arguments
     key = s if settings else {**asdict(base), "n_folds": n_folds, "trial_epochs": trial_epochs}
-    name = search.study_name(dataset, backbone, {**key, "profile": profile}, inputs, repeat)
-    use_storage = n_trials > 0 and (asked or search.study_exists(spec, name))
+    name = profiles.study_name(dataset, backbone, {**key, "profile": profile}, inputs, repeat)
+    use_storage = n_trials > 0 and (asked or studies.study_exists(spec, name))
     best, trials, best_attrs = search_hyperparameters(
         x, y, base, n_trials, n_folds, trial_epochs, progress=progress, settings=s,
         storage=spec if use_storage else None, study_name=name if use_storage else None)
@@ -530,7 +530,7 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
         "dataset": dataset, "backbone": backbone, "repeat": repeat, "profile": profile, "train": asdict(cfg), "search": {
             "n_trials": n_trials, "n_folds": n_folds, "trial_epochs": trial_epochs, "best_params": best,
             "study_name": name if use_storage else None, "storage": spec if use_storage else "in-memory",
-            "settings": {k: v for k, v in s.items() if k not in search.TRAIN_KEYS}},
+            "settings": {k: v for k, v in s.items() if k not in profiles.TRAIN_KEYS}},
         "refit": {"rule": rule, "epochs": int(cfg.epochs) if rule == "mean_epochs" else None,
                   "fold_epochs": best_attrs.get("fold_epochs")},
         "model": info["model"], "best_epoch": info["best_epoch"], "n_train": int(len(tr)), "n_val": int(len(va)),
@@ -543,11 +543,11 @@ def run_finetuning(dataset: str, backbone: str, data_dir: str | os.PathLike | No
     return {"model": model, "history": history, "trials": trials, "config": config, "path": path}
 
 
-# ------------------------------------------------------------------------- worker of `python -m sts_utils.data.search`
+# ------------------------------------------------------------------------- worker of `python -m sts_utils.stages.search`
 def worker_main(argv: list[str] | None = None) -> int:
-    """One search worker (started by ``python -m sts_utils.data.search``): joins the study and runs trials."""
+    """One search worker (started by ``python -m sts_utils.stages.search``): joins the study and runs trials."""
     ap = argparse.ArgumentParser(prog="python -m sts_utils.stages.training",
-                                 description="One worker of a shared hyperparameter search (started by sts_utils.data.search).")
+                                 description="One worker of a shared hyperparameter search (started by sts_utils.stages.search).")
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--backbone", required=True)
     ap.add_argument("--data-dir", default=None)

@@ -24,7 +24,7 @@ import torch
 
 from sts_utils.stages import acquisition, bundle
 from sts_utils.compute import cwt
-from sts_utils.data import registry, search
+from sts_utils.data import registry, studies
 from sts_utils.data import store as store_module
 from sts_utils.stages import scalograms as sc
 from sts_utils.core.errors import BundleError, DataDirLocked, DataNotAvailableError, DiskFullError, TableError
@@ -300,12 +300,12 @@ def test_a_broken_cells_csv_is_one_line_naming_file_line_and_problem(demo_copy, 
 
 
 def test_unknown_backbone_is_one_line_naming_the_allowed_ones():
-    from sts_utils.data import search
+    from sts_utils.data import profiles
     from sts_utils.data.models import BACKBONES
     from sts_utils.stages.training import TrainConfig, resolve_profile
 
     for call in (lambda: resolve_profile("auto", "demo", "vgg16", {}),
-                 lambda: search.resolve_profile("auto", "demo", "vgg16", {}),
+                 lambda: profiles.resolve_profile("auto", "demo", "vgg16", {}),
                  lambda: TrainConfig(backbone="vgg16")):
         with pytest.raises(ValueError) as err:
             call()
@@ -638,6 +638,6 @@ def test_an_unreachable_database_is_one_line_naming_it(tmp_path):
     """issue 26, item 6: an SQLite URL in a missing folder was SQLAlchemy's OperationalError traceback."""
     url = f"sqlite:///{tmp_path}/no-such-folder/study.db"
     with pytest.raises(ValueError) as err:
-        search.open_storage(url)
+        studies.open_storage(url)
     msg = one_line(err.value)
     assert f"OPTUNA_STORAGE={url}" in msg and "unable to open database file" in msg and "journal" in msg, msg
