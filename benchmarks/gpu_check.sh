@@ -76,7 +76,8 @@ make_splits("demo", d)' "$DIR"
     echo "refit (make train): must take the finished study's best trial, not search again"
     "$PY" - "$DIR" <<'PYEOF'
 import sys, torch
-from sts_utils.stages.training import TrainConfig, resolve_profile, run_finetuning
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import resolve_profile, run_finetuning
 d = sys.argv[1]
 run = resolve_profile("cpu_small", "demo", "resnet18", {"trial_epochs": 2, "epochs": 2, "pretrained": "none",
                                                         "image_size": 96, "n_trials": 4}, default_seed=0)

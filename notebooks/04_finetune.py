@@ -62,7 +62,8 @@ from sts_utils.pages import plots
 from sts_utils.data.models import get_device
 from sts_utils.pages.page import open_page
 from sts_utils.stages.splits import n_repeats_of
-from sts_utils.stages.training import TrainConfig, resolve_profile, run_finetuning
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import resolve_profile, run_finetuning
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 run = resolve_profile(PROFILE, DATASET, BACKBONE, {

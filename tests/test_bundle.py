@@ -14,7 +14,7 @@ from sts_utils.core.config import CLASSES
 from sts_utils.core.errors import DiskFullError
 from sts_utils.data.models import build_model, load_checkpoint, save_checkpoint
 from sts_utils.data.store import ScalogramStore
-from sts_utils.stages.training import predict_proba
+from sts_utils.stages.fit import predict_proba
 from tests.faults.conftest import put_temporary_files_on_a_full_disk
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sts_utils.data.models import (BACKBONES, WeightsNotAvailableError, build_model, load_checkpoint, save_checkpoint)
-from sts_utils.stages.training import TrainConfig, encode_labels, fit, resolve_profile
+from sts_utils.stages.fit import TrainConfig, encode_labels, fit
+from sts_utils.stages.training import resolve_profile
 
 
 def easy_set(n_per_class=6, seed=0):

@@ -15,7 +15,8 @@ from sts_utils.data import studies
 from sts_utils.stages import search
 from sts_utils.stages import training
 from sts_utils.core.config import CLASSES
-from sts_utils.stages.training import TrainConfig, fit, refit_epochs, resolve_profile
+from sts_utils.stages.fit import TrainConfig, fit
+from sts_utils.stages.training import refit_epochs, resolve_profile
 
 from .conftest import ROOT
 from .test_models import easy_set

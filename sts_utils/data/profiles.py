@@ -56,7 +56,7 @@ SPACES: dict[str, dict[str, tuple]] = {
     },
 }
 
-#: Settings of a run that go to :class:`sts_utils.stages.training.TrainConfig`; the rest steer the search and refit.
+#: Settings of a run that go to :class:`sts_utils.stages.fit.TrainConfig`; the rest steer the search and refit.
 TRAIN_KEYS = ("image_size", "pretrained", "freeze", "dropout", "batch_size", "lr", "lr_decay", "decay_period", "epochs",
               "patience", "class_weights", "val_fraction", "seed", "device", "lr_schedule", "min_improvement",
               "restore_best", "compile", "channel_map")

@@ -40,7 +40,7 @@ from sts_utils.stages.splits import load_split, n_repeats_of
 from sts_utils.compute.stats import learning_curve_subsets, paired_comparison_table, paired_permutation_test
 from sts_utils.data.store import ScalogramStore
 from sts_utils.data.tables import predictions_frame, read_spike_trains
-from sts_utils.stages.training import TrainConfig, as_tensor, fit, predict_proba, train_val_split
+from sts_utils.stages.fit import TrainConfig, as_tensor, fit, predict_proba, train_val_split
 from sts_utils.compute.fusion import fit_fusion
 
 SAME_INPUT = "lightgbm_same_input"

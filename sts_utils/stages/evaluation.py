@@ -21,7 +21,7 @@ from sts_utils.data.models import get_device, load_checkpoint, model_dir
 from sts_utils.stages.splits import load_split, n_repeats_of
 from sts_utils.data.store import ScalogramStore
 from sts_utils.data.tables import predictions_frame
-from sts_utils.stages.training import predict_proba
+from sts_utils.stages.fit import predict_proba
 
 def predict_test_split(dataset: str, backbone: str, data_dir: str | os.PathLike | None = None, repeat: int = 0,
                        device: str | None = None) -> tuple[pd.DataFrame, dict]:

@@ -66,7 +66,7 @@ from sts_utils.data.models import get_device
 from sts_utils.data.recordings import TEETER_EPOCHS_S, assign_ids, find_recordings, read_cell_mapping, recording_format, scan_cells  # noqa: F401
 from sts_utils.stages.saliency import attribute, paper_style_map
 from sts_utils.stages.scalograms import ScalogramParams, analysis_window_s, cell_signals
-from sts_utils.stages.training import predict_proba
+from sts_utils.stages.fit import predict_proba
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 #: spike-table columns and the other names accepted for them

@@ -28,7 +28,7 @@ from sts_utils.core.config import CLASSES, dataset_dir, require
 from sts_utils.compute.metrics import balanced_accuracy
 from sts_utils.data.models import get_device, last_conv_block, load_checkpoint, model_dir
 from sts_utils.data.store import ScalogramStore
-from sts_utils.stages.training import predict_proba
+from sts_utils.stages.fit import predict_proba
 
 METHODS: tuple[str, ...] = ("saliency", "integrated_gradients", "gradcam")
 DELETION_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)

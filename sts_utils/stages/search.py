@@ -1,7 +1,7 @@
 """Hyperparameter search across processes and machines: the launcher of the workers, and its command line.
 
 Stage, without torch (it must start without loading CUDA): it resolves the run (:mod:`sts_utils.data.profiles`),
-names the study, starts the workers (``python -m sts_utils.stages.training``, each one process running the
+names the study, starts the workers (``python -m sts_utils.stages.search_worker``, each one process running the
 CNN objective of :mod:`sts_utils.stages.training`) and shows the study's progress from its storage
 (:mod:`sts_utils.data.studies`, where storage, workers and how to watch a search are described).
 
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = study_name(args.dataset, args.backbone, run, data_hashes(args.dataset, args.data_dir), args.repeat)
     envs = worker_envs(args.n_workers, gpus, args.trials_per_gpu)
     run_json = json.dumps({k: v for k, v in run.items()}, default=list)
-    commands = [[sys.executable, "-m", "sts_utils.stages.training", "--dataset", args.dataset, "--backbone", args.backbone,
+    commands = [[sys.executable, "-m", "sts_utils.stages.search_worker", "--dataset", args.dataset, "--backbone", args.backbone,
                  "--repeat", str(args.repeat), "--storage", spec, "--study-name", name, "--settings", run_json,
                  "--rank", str(i)] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
                 for i in range(len(envs))]

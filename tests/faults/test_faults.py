@@ -33,7 +33,8 @@ from sts_utils.stages.scalograms import ScalogramParams, compute_scalograms
 from sts_utils.stages.splits import make_splits
 from sts_utils.data.store import ScalogramStore
 from sts_utils.data.tables import read_sweeps
-from sts_utils.stages.training import TrainConfig, search_hyperparameters
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import search_hyperparameters
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
 from tests.faults.conftest import put_temporary_files_on_a_full_disk, snapshot
@@ -302,7 +303,8 @@ def test_a_broken_cells_csv_is_one_line_naming_file_line_and_problem(demo_copy, 
 def test_unknown_backbone_is_one_line_naming_the_allowed_ones():
     from sts_utils.data import profiles
     from sts_utils.data.models import BACKBONES
-    from sts_utils.stages.training import TrainConfig, resolve_profile
+    from sts_utils.stages.fit import TrainConfig
+    from sts_utils.stages.training import resolve_profile
 
     for call in (lambda: resolve_profile("auto", "demo", "vgg16", {}),
                  lambda: profiles.resolve_profile("auto", "demo", "vgg16", {}),
