@@ -48,7 +48,7 @@ space := $(empty) $(empty)
 BACKBONES_VALUE = [$(subst $(space),$(comma)$(space),$(strip $(BACKBONES)))]
 BACKBONES_PARAM = -p BACKBONES '$(BACKBONES_VALUE)'
 MODEL_FILES = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
-RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.runner
+RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.pages.runner
 
 .PHONY: help env lock paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test \
 	rig-recordings test-integration update-references lab bench clean clean-all
@@ -98,7 +98,7 @@ lock:
 # page 10 (real rig recordings through the demo's models) belongs to the demo's paper
 paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
-	@$(PY) -m sts_utils.runner --timings $(B)/timings.csv
+	@$(PY) -m sts_utils.pages.runner --timings $(B)/timings.csv
 
 data: $(D)/cells.csv
 scalograms: $(D)/scalograms/index.csv
@@ -122,9 +122,9 @@ DEPS_MK := $(BUILD_DIR)/deps.mk
 STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells rig-recordings search
 P := $(B)/.params
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
-$(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py) | $(STAMP)
+$(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py sts_utils/*/*.py) | $(STAMP)
 	@mkdir -p $(@D)
-	@$(PY) -m sts_utils.runner --deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
+	@$(PY) -m sts_utils.pages.runner --deps $(NOTEBOOKS) > $@.tmp && mv $@.tmp $@
 -include $(DEPS_MK)
 # raw files the project made or downloaded (a changed or corrupted one reruns acquisition, which re-verifies
 # it); the stage's own records of them are left out. `raw/` (with a slash: a folder dataset's raw is a link to
@@ -193,11 +193,11 @@ $(F)/rig_recordings_summary.csv: notebooks/10_rig_recordings.py $(DEPS_10_rig_re
 #   make export DATASET=demo BACKBONE=resnet18|all [OUT=folder]
 #   make predict MODELS='data/demo/bundles/resnet18 ...' INPUT=<file or folder> OUT=<folder> [FIGURES=1]
 export: $(STAMP)
-	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.bundle --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
+	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.stages.bundle --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
 		--figures-dir $(FIGURES_DIR) $(if $(OUT),--out $(OUT))
 predict: $(STAMP)
 	$(if $(and $(MODELS),$(INPUT),$(OUT)),,$(error usage: make predict MODELS='<bundle folder> ...' INPUT=<file or folder of .nwb/.abf/.ibw> OUT=<folder> [FIGURES=1] [CELLS=<file,specimen_id csv>]))
-	$(PY) -m sts_utils.predict --models $(MODELS) --input $(INPUT) --out $(OUT) $(if $(FIGURES),--figures) \
+	$(PY) -m sts_utils.stages.predict --models $(MODELS) --input $(INPUT) --out $(OUT) $(if $(FIGURES),--figures) \
 		$(if $(DEVICE),--device $(DEVICE)) $(if $(N_JOBS),--n-jobs $(N_JOBS)) $(if $(CELLS),--cells $(CELLS))
 
 # Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
@@ -207,7 +207,7 @@ SEARCH_VARS := IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY DECAY_PERIOD PATIENCE DR
 	TRIAL_EPOCHS PRETRAINED FREEZE DEVICE TRAIN_SEED PRUNER COMPILE
 SEARCH_PARAMS = $(foreach v,$(SEARCH_VARS),$(if $(filter command line environment environment override,$(origin $(v))),--param $(v)='$($(v))'))
 search: $(D)/splits.csv | $(STAMP)
-	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
+	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.stages.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
 		--seed $(SEED) $(if $(PROFILE),--profile $(PROFILE)) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) \
 		$(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) $(if $(OPTUNA_STORAGE),--storage '$(OPTUNA_STORAGE)') $(SEARCH_PARAMS)
 
@@ -238,7 +238,7 @@ lab: $(STAMP)
 
 # web book of the executed notebooks in $(B)/ -> $(B)/book/index.html (Sphinx + myst-nb, no re-execution; offline)
 book: $(STAMP)
-	$(PY) -m sts_utils.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR) --data-dir $(DATA_DIR)
+	$(PY) -m sts_utils.pages.book --dataset $(DATASET) --build-dir $(BUILD_DIR) --figures-dir $(FIGURES_DIR) --data-dir $(DATA_DIR)
 
 # the book, JupyterLab and optuna-dashboard (on a small finished study) checked in the system Chromium
 # (playwright-python; `apt-get install chromium`); CHECK_BROWSER_ARGS=--skip-dashboard (or --skip-lab, ...) leaves one out
@@ -247,7 +247,7 @@ check-browser: book
 
 # README's result tables from figures/<dataset>/results_table.csv (tests/test_report.py fails when they disagree)
 readme: $(STAMP)
-	$(PY) -m sts_utils.report
+	$(PY) -m sts_utils.pages.report
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -1,6 +1,6 @@
 """Training throughput per backbone and the projected wall time of the paper's full protocol.
 
-Measures training images/s (forward + backward + Adam step, the same step as ``training.fit`` on CUDA:
+Measures training images/s (forward + backward + Adam step, the same step as ``sts_utils.stages.fit.fit`` on CUDA:
 scalograms already on the device, bf16 autocast or fp16 + GradScaler, channels_last) and evaluation
 images/s, per backbone at the paper's image sizes (224 px, 299 for inception_v3) and batch sizes 32 and 64,
 on synthetic scalograms of the store's shape (2 x 180 x 480, float16): a few warm-up steps, then timed
@@ -37,8 +37,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from sts_utils.models import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model
-from sts_utils.training import amp_dtype
+from sts_utils.data.models import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model
+from sts_utils.stages.fit import amp_dtype
 
 SHAPE = (2, 180, 480)
 
@@ -54,7 +54,7 @@ def _throughput(backbone: str, image_size: int, batch_size: int, warmup: int, st
     warmup, steps
         Untimed steps first, then timed steps.
     device
-        Where to run; on CUDA the model is channels_last under autocast, as in ``training.fit``.
+        Where to run; on CUDA the model is channels_last under autocast, as in ``sts_utils.stages.fit.fit``.
     compile_model
         ``torch.compile`` the model (CUDA only): ``True``/``"default"``, or a mode such as
         ``"reduce-overhead"`` (CUDA graphs: one launch per step instead of one per kernel) or

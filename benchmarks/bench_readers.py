@@ -10,8 +10,8 @@ import warnings
 
 import pandas as pd
 
-from sts_utils import config
-from sts_utils.nwb import read_nwb2_sweep_table
+from sts_utils.core import config
+from sts_utils.data.nwb import read_nwb2_sweep_table
 
 
 def main(argv=None) -> dict:

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pywt
 
-from sts_utils import config
-from sts_utils.io import load_npy, save_npy_atomic, write_npy_rows_atomic
-from sts_utils.scalograms import ScalogramParams, cell_voltage_signals, scalogram_image
+from sts_utils.core import config
+from sts_utils.core.io import load_npy, save_npy_atomic, write_npy_rows_atomic
+from sts_utils.stages.scalograms import ScalogramParams, cell_voltage_signals, scalogram_image
 
 
 def main(argv=None) -> dict:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from sts_utils import simulate
+from sts_utils.compute import simulate
 
 
 def _upstrokes_s(v_mv: np.ndarray, sampling_rate_hz: float) -> np.ndarray:

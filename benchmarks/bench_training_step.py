@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sts_utils.models import build_model
-from sts_utils.store import ScalogramStore
-from sts_utils.training import as_tensor, encode_labels
+from sts_utils.data.models import build_model
+from sts_utils.data.store import ScalogramStore
+from sts_utils.stages.fit import as_tensor, encode_labels
 
 
 def main(argv=None) -> dict:

@@ -60,23 +60,24 @@ search() {
     else
         echo "building the tiny demo dataset"
         "$PY" -c 'import os, sys
-from sts_utils.acquisition import acquire
-from sts_utils.scalograms import compute_scalograms
-from sts_utils.splits import make_splits
+from sts_utils.stages.acquisition import acquire
+from sts_utils.stages.scalograms import compute_scalograms
+from sts_utils.stages.splits import make_splits
 d, n = sys.argv[1], min(8, os.cpu_count())
 acquire("demo", d, n_cells=6, n_jobs=n)
 compute_scalograms("demo", d, n_jobs=n, progress=False)
 make_splits("demo", d)' "$DIR"
     fi
     echo "search: 2 workers, 4 trials, 2 folds x 2 epochs"
-    "$PY" -m sts_utils.search --dataset demo --backbone resnet18 --data-dir "$DIR" --profile cpu_small \
+    "$PY" -m sts_utils.stages.search --dataset demo --backbone resnet18 --data-dir "$DIR" --profile cpu_small \
         --n-workers 2 --n-trials 4 --param TRIAL_EPOCHS=2 --param EPOCHS=2 --param PRETRAINED=none \
         --param IMAGE_SIZE=96 --log-dir "$DIR/logs" --no-progress || { tail -n 20 "$DIR"/logs/*.log; exit 1; }
     tail -n 3 "$DIR"/logs/*.log
     echo "refit (make train): must take the finished study's best trial, not search again"
     "$PY" - "$DIR" <<'PYEOF'
 import sys, torch
-from sts_utils.training import TrainConfig, resolve_profile, run_finetuning
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import resolve_profile, run_finetuning
 d = sys.argv[1]
 run = resolve_profile("cpu_small", "demo", "resnet18", {"trial_epochs": 2, "epochs": 2, "pretrained": "none",
                                                         "image_size": 96, "n_trials": 4}, default_seed=0)

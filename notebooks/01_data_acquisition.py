@@ -21,7 +21,7 @@
 # have spike times).
 #
 # * `demo` simulates a cohort of conductance-based neurons of four classes and writes it as NWB 2 files
-#   in the DANDI 000020 layout (`sts_utils.simulate`). **Everything computed from it is simulated.**
+#   in the DANDI 000020 layout (`sts_utils.compute.simulate`). **Everything computed from it is simulated.**
 # * `teeter2018`, `patchseq`, `celltypes`, `allen` are real Allen data, downloaded on first use (or
 #   read from the cache folder when the files were copied there by hand), each checked against its
 #   pinned SHA-256.
@@ -37,8 +37,9 @@ N_JOBS = 2
 N_FI_CELLS = 12          # cells per class analysed for the f–I figure
 
 # %%
-from sts_utils import acquisition, plots
-from sts_utils.pages import open_page
+from sts_utils.stages import acquisition
+from sts_utils.pages import plots
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 result = acquisition.acquire(DATASET, DATA_DIR, seed=SEED, max_cells=MAX_CELLS, n_cells=N_CELLS, n_jobs=N_JOBS)

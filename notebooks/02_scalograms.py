@@ -21,7 +21,7 @@
 # before its own stimulus onset to `POST_S` after the offset, is resampled to `N_TIMES` points and
 # transformed with a complex Morlet CWT (PyWavelets) at `N_SCALES` log-spaced frequencies. Spike-time
 # data (teeter2018) use the binned spike rate of two stimulus epochs instead. The choices and their
-# reasons are documented in `sts_utils.scalograms` and `sts_utils.cwt`.
+# reasons are documented in `sts_utils.stages.scalograms` and `sts_utils.compute.cwt`.
 
 # %% tags=["parameters"]
 DATASET = "demo"
@@ -40,10 +40,11 @@ STORE_TIMES = 480
 N_JOBS = 2
 
 # %%
-from sts_utils import plots, scalograms
-from sts_utils.config import CLASSES
-from sts_utils.pages import open_page
-from sts_utils.store import ScalogramStore
+from sts_utils.pages import plots
+from sts_utils.stages import scalograms
+from sts_utils.core.config import CLASSES
+from sts_utils.pages.page import open_page
+from sts_utils.data.store import ScalogramStore
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 if SIGNAL is None:

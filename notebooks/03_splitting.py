@@ -31,8 +31,9 @@ SPLIT_MODE = None        # None: "kfold" for real datasets, "holdout" for demo
 N_REPEATS = None         # None: 5 folds for "kfold", 1 split for "holdout"
 
 # %%
-from sts_utils import plots, splits
-from sts_utils.pages import open_page
+from sts_utils.pages import plots
+from sts_utils.stages import splits
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 result = splits.make_splits(DATASET, DATA_DIR, test_fraction=TEST_FRACTION, n_repeats=N_REPEATS, seed=SEED, mode=SPLIT_MODE)

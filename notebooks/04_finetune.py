@@ -58,11 +58,12 @@ OPTUNA_STORAGE = None    # None: $OPTUNA_STORAGE, else the journal `make search`
 DEVICE = None            # None: CUDA when available, else CPU
 
 # %%
-from sts_utils import plots
-from sts_utils.models import get_device
-from sts_utils.pages import open_page
-from sts_utils.splits import n_repeats_of
-from sts_utils.training import TrainConfig, resolve_profile, run_finetuning
+from sts_utils.pages import plots
+from sts_utils.data.models import get_device
+from sts_utils.pages.page import open_page
+from sts_utils.stages.splits import n_repeats_of
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import resolve_profile, run_finetuning
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 run = resolve_profile(PROFILE, DATASET, BACKBONE, {

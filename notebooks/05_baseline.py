@@ -33,9 +33,10 @@ N_ITER = 30              # the paper used 50
 N_JOBS = 2
 
 # %%
-from sts_utils import baseline, evaluation, plots
-from sts_utils.config import CLASSES
-from sts_utils.pages import open_page
+from sts_utils.stages import baseline, evaluation
+from sts_utils.pages import plots
+from sts_utils.core.config import CLASSES
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 fit = baseline.run_baseline(DATASET, DATA_DIR, FEATURE_TABLES, SPLIT_FILES, FEATURE_SET, N_ITER, N_JOBS, seed=SEED)

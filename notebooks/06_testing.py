@@ -33,10 +33,12 @@ DEVICE = None
 # %%
 import pandas as pd
 
-from sts_utils import audit, evaluation, metrics, plots
-from sts_utils.config import CLASSES
-from sts_utils.pages import open_page
-from sts_utils.tables import read_cells
+from sts_utils.stages import audit, evaluation
+from sts_utils.compute import metrics
+from sts_utils.pages import plots
+from sts_utils.core.config import CLASSES
+from sts_utils.pages.page import open_page
+from sts_utils.data.tables import read_cells
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 predictions, info, missing = evaluation.collect_predictions(DATASET, BACKBONES, DATA_DIR, device=DEVICE)
@@ -88,7 +90,7 @@ page.table(per_class, "per_class_report", f"Per-class precision, recall, F1 (tes
 # %% [markdown]
 # ## What could the results lean on?
 # Balanced accuracy per source dataset and per protocol version (where the data have them), with
-# counts; the leakage probe and label-quality checks of `sts_utils.audit`.
+# counts; the leakage probe and label-quality checks of `sts_utils.stages.audit`.
 
 # %%
 cells = read_cells(page.data_dir / "cells.csv")

@@ -37,10 +37,12 @@ DEVICE = None
 # %%
 import numpy as np
 
-from sts_utils import io, plots, saliency, scalograms
-from sts_utils.config import CLASSES
-from sts_utils.pages import open_page
-from sts_utils.store import ScalogramStore
+from sts_utils.core import io
+from sts_utils.pages import plots
+from sts_utils.stages import saliency, scalograms
+from sts_utils.core.config import CLASSES
+from sts_utils.pages.page import open_page
+from sts_utils.data.store import ScalogramStore
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 store = ScalogramStore.load(DATASET, DATA_DIR)

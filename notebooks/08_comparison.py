@@ -20,7 +20,7 @@
 # test cells: a **same-input baseline** (Elephant spike-train statistics of the very spike trains the CNN
 # sees; ipfx features of the same recordings for voltage data), a **fusion** of the best CNN with those
 # features (stacked on out-of-fold probabilities, no test leakage), **paired tests** of every model against
-# the same-input baseline and the best model, and a **learning curve**. `sts_utils.comparison` says where
+# the same-input baseline and the best model, and a **learning curve**. `sts_utils.stages.comparison` says where
 # every number comes from.
 
 # %% tags=["parameters"]
@@ -35,8 +35,9 @@ N_RESAMPLES = 10000      # paired permutation test
 DEVICE = None
 
 # %%
-from sts_utils import comparison, plots
-from sts_utils.pages import open_page
+from sts_utils.stages import comparison
+from sts_utils.pages import plots
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 result = comparison.run_comparison(DATASET, BACKBONES, DATA_DIR, n_iter=N_ITER, fusion_folds=FUSION_FOLDS, seed=SEED,

@@ -18,7 +18,7 @@
 # The trained models leave the compendium as *bundles* (`data/<dataset>/bundles/<backbone>/`: the state dict,
 # `bundle.json` with everything needed to rebuild the model and its scalograms, and a model card), and classify
 # cells that no model saw, through the same sweep choice and transform as training
-# (`python -m sts_utils.predict`, used here through `sts_utils.predict.predict_cells`).
+# (`python -m sts_utils.stages.predict`, used here through `sts_utils.stages.predict.predict_cells`).
 #
 # * `demo`: a fresh simulated cohort (another seed). Its balanced accuracy should agree with the test split's 95 % CI.
 # * `teeter2018` (and other real datasets): the cells the 4-class mapping leaves out (label `Unsure`: Cre lines
@@ -37,10 +37,11 @@ N_JOBS = 2
 # %%
 import pandas as pd
 
-from sts_utils import acquisition, bundle, predict
-from sts_utils.config import require
-from sts_utils.io import write_csv_atomic
-from sts_utils.pages import open_page
+from sts_utils.pages import plots
+from sts_utils.stages import acquisition, bundle, new_cells, predict
+from sts_utils.core.config import require
+from sts_utils.core.io import write_csv_atomic
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 bundles = bundle.export_all(DATASET, DATA_DIR, figures_root=FIGURES_DIR, backbones=BACKBONES, device=DEVICE)
@@ -65,14 +66,14 @@ if DATASET == "demo":
              f"instead of {SEED}, in `data/demo/new_cells/raw/`. Its specimen ids (from 900000000) repeat the training "
              "cohort's ids, but not its cells: the ids are only meaningful within each folder.")
 else:
-    input_path, unsure = predict.unlabelled_cells(DATASET, DATA_DIR, new_dir)
+    input_path, unsure = new_cells.unlabelled_cells(DATASET, DATA_DIR, new_dir)
     group = "cre_line" if "cre_line" in unsure.columns else "label_source"
     groups = unsure[["specimen_id", group]]
     page.say(f"{len(unsure)} cells of `{DATASET}` that the 4-class mapping leaves out (label `Unsure`), by {group}: "
              + ", ".join(f"{k} {v}" for k, v in groups[group].value_counts().items()) + ".")
 # a dataset whose every cell is labelled (a registered folder, say) leaves nothing to classify
 predictions = predict.predict_cells(bundles, input_path, new_dir / "predictions", device=DEVICE, n_jobs=N_JOBS) \
-    if len(groups) else predict.no_predictions()
+    if len(groups) else new_cells.no_predictions()
 predictions = predictions.merge(groups, on="specimen_id", how="left")
 # the paper's table names each cell by its file inside the input folder, never by a path of this machine; the step
 # windows and sweep QC of each cell stay in predictions.csv (the page's table keeps its published columns)
@@ -94,9 +95,9 @@ if DATASET == "demo":
     truth = design.set_index("specimen_id")["label"]
     if len(predictions) < len(design):
         page.say(f"{len(design) - len(predictions)} simulated cells never spiked and got no file (as in training).")
-    agreement = predict.agreement_table(predictions, truth, results, seed=SEED)
+    agreement = new_cells.agreement_table(predictions, truth, results, seed=SEED)
     page.table(agreement, "new_cells_agreement", "Balanced accuracy on a new simulated cohort vs the test split")
-    page.say(predict.agreement_reading(agreement, n_skipped, page.tag))
+    page.say(new_cells.agreement_reading(agreement, n_skipped, page.tag))
 else:
     page.say("No labels for these cells: the section below shows what the models call them, not whether they are right.")
 
@@ -105,9 +106,9 @@ else:
 # Share of each predicted class (ensemble) per group, and the ensemble's probability of the class it predicts.
 
 # %%
-summary = predict.class_distribution(predictions, group)
-page.figure(predict.distribution_figure(predictions, group, f"New cells of {DATASET}: predicted class by {group}{page.tag}"),
+summary = new_cells.class_distribution(predictions, group)
+page.figure(plots.distribution_figure(predictions, group, f"New cells of {DATASET}: predicted class by {group}{page.tag}"),
             "new_cells.png")
 page.table(summary, "new_cells_summary", f"Predicted classes of new cells of `{DATASET}` by {group} (ensemble of "
            f"{', '.join(b.name for b in bundles)}; confidence = its probability of the predicted class)")
-page.say(predict.distribution_reading(summary, group, page.tag))
+page.say(new_cells.distribution_reading(summary, group, page.tag))

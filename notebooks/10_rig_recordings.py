@@ -17,7 +17,7 @@
 #
 # Real current-step recordings as labs save them (`../shared/data/rig_recordings/`: Igor waves of rat L5
 # pyramidal cells, Axon ABF files, NWB 2 of other writers; its README says what each set is) go through what a
-# training cell went through (`sts_utils.predict`: channels by units, the step from the recorded current, the
+# training cell went through (`sts_utils.stages.predict`: channels by units, the step from the recorded current, the
 # same sweep choice and transform) and the bundles of notebook 09 classify them. One cell per set is shown, the
 # QC counts per set, and every readable cell's class probabilities.
 
@@ -32,9 +32,10 @@ DEVICE = None
 N_JOBS = 2
 
 # %%
-from sts_utils import plots, rig_recordings
-from sts_utils.config import CLASSES, require
-from sts_utils.pages import open_page
+from sts_utils.pages import plots
+from sts_utils.stages import rig_recordings
+from sts_utils.core.config import CLASSES, require
+from sts_utils.pages.page import open_page
 
 page = open_page(DATASET, SEED, DATA_DIR, FIGURES_DIR)
 folder = rig_recordings.rig_dir(RIG_DIR)

@@ -33,9 +33,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A 3-cells-per-class demo cohort with scalograms and a split, in a session temp data folder."""
-    from sts_utils.acquisition import acquire
-    from sts_utils.scalograms import compute_scalograms
-    from sts_utils.splits import make_splits
+    from sts_utils.stages.acquisition import acquire
+    from sts_utils.stages.scalograms import compute_scalograms
+    from sts_utils.stages.splits import make_splits
 
     data_dir = tmp_path_factory.mktemp("data")
     acquire("demo", data_dir, seed=0, n_cells=3, n_jobs=2)

@@ -2,8 +2,8 @@
 import numpy as np
 import pandas as pd
 
-from sts_utils import audit
-from sts_utils.config import CLASSES
+from sts_utils.stages import audit
+from sts_utils.core.config import CLASSES
 
 
 def test_probe_finds_a_planted_source_shortcut_and_within_source_drops_to_chance():

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import baseline, features
-from sts_utils.errors import TableError
+from sts_utils.core.errors import TableError
+from sts_utils.stages import baseline, features
 
 
 def planted(n=240, seed=0):

@@ -20,7 +20,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from optuna.trial import TrialState
 
-from sts_utils import book, search
+from sts_utils.data import profiles, studies
+from sts_utils.pages import book
 
 # sphinx-book-theme 1.4 uses an API Sphinx 11 will remove (a pending deprecation, not a fault of the book)
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
@@ -217,11 +218,11 @@ def test_the_browser_check_passes_the_book_and_catches_a_machine_path(site, brow
 def test_the_dashboard_checks_study_is_a_finished_search_in_the_default_journal(tmp_path):
     check = load_check_browser()
     storage, study = check.small_finished_study(tmp_path / "data", n_trials=3)
-    assert storage == search.default_storage("demo", "resnet18", tmp_path / "data")
+    assert storage == studies.default_storage("demo", "resnet18", tmp_path / "data")
     assert storage == str(tmp_path / "data" / "demo" / "models" / "resnet18" / "study.journal")
-    reloaded = optuna.load_study(study_name=check.DASHBOARD_STUDY, storage=search.open_storage(storage))
+    reloaded = optuna.load_study(study_name=check.DASHBOARD_STUDY, storage=studies.open_storage(storage))
     assert [t.state for t in reloaded.trials] == [TrialState.COMPLETE] * 3
-    assert all(set(t.params) == set(search.SPACES["compendium"]) for t in reloaded.trials)
+    assert all(set(t.params) == set(profiles.SPACES["compendium"]) for t in reloaded.trials)
     assert [t.value for t in reloaded.trials] == [t.value for t in study.trials]
     assert len({t.value for t in reloaded.trials}) == 3  # the objective depends on the parameters
     assert all(t.user_attrs["host"] and t.user_attrs["worker"] == 0 for t in reloaded.trials)  # the worker's attributes

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from sts_utils import bundle
-from sts_utils.config import CLASSES
-from sts_utils.errors import DiskFullError
-from sts_utils.models import build_model, load_checkpoint, save_checkpoint
-from sts_utils.store import ScalogramStore
-from sts_utils.training import predict_proba
+from sts_utils.stages import bundle
+from sts_utils.core.config import CLASSES
+from sts_utils.core.errors import DiskFullError
+from sts_utils.data.models import build_model, load_checkpoint, save_checkpoint
+from sts_utils.data.store import ScalogramStore
+from sts_utils.stages.fit import predict_proba
 from tests.faults.conftest import put_temporary_files_on_a_full_disk
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from sts_utils.comparison import SAME_INPUT, ComparisonResult, comparison_reading
+from sts_utils.stages.comparison import SAME_INPUT, ComparisonResult, comparison_reading
 
 
 def result(paired: pd.DataFrame, curve: pd.DataFrame) -> ComparisonResult:

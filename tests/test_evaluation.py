@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
 
-from sts_utils.config import CLASSES
-from sts_utils.evaluation import predictions_frame, results_table
-from sts_utils.metrics import balanced_accuracy, bootstrap_ci, classification_summary
+from sts_utils.core.config import CLASSES
+from sts_utils.stages.evaluation import predictions_frame, results_table
+from sts_utils.compute.metrics import balanced_accuracy, bootstrap_ci, classification_summary
 
 
 def random_preds(seed=0, n=200, acc=0.7):

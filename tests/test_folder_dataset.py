@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import config
-from sts_utils.acquisition import acquire
-from sts_utils.errors import TableError
-from sts_utils.recordings import load_sweep
-from sts_utils.scalograms import compute_scalograms
-from sts_utils.store import ScalogramStore
-from sts_utils.tables import read_sweeps
+from sts_utils.core import config
+from sts_utils.stages.acquisition import acquire
+from sts_utils.core.errors import TableError
+from sts_utils.data.recordings import load_sweep
+from sts_utils.stages.scalograms import compute_scalograms
+from sts_utils.data.store import ScalogramStore
+from sts_utils.data.tables import read_sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALOGRAM_ATOL = 2e-3

@@ -6,9 +6,9 @@ import pytest
 from lightgbm import LGBMClassifier
 from sklearn.linear_model import LogisticRegression
 
-from sts_utils.config import CLASSES
-from sts_utils.fusion import class_order, first_level_model, fit_fusion, out_of_fold_probabilities
-from sts_utils.metrics import balanced_accuracy
+from sts_utils.core.config import CLASSES
+from sts_utils.compute.fusion import class_order, first_level_model, fit_fusion, out_of_fold_probabilities
+from sts_utils.compute.metrics import balanced_accuracy
 
 N_TRAIN, N_TEST = 240, 160
 

@@ -37,8 +37,8 @@ def tiny(tmp_path_factory) -> Path:
 def planned(out: str) -> list[str]:
     """Notebooks a `make -n` would execute (parameter-stamp checks and the timings table are not executions)."""
     lines = [line.split() for line in out.splitlines()
-             if "sts_utils.runner" in line and "--stamp" not in line and "--timings" not in line]
-    return [words[words.index("sts_utils.runner") + 1] for words in lines]
+             if "sts_utils.pages.runner" in line and "--stamp" not in line and "--timings" not in line]
+    return [words[words.index("sts_utils.pages.runner") + 1] for words in lines]
 
 
 def test_tiny_paper_reproduces_the_reference_tables(tiny):

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import io
-from sts_utils.config import get_data_dir, project_root, seed_everything
+from sts_utils.core import io
+from sts_utils.core.config import get_data_dir, project_root, seed_everything
 
 
 def test_atomic_write_leaves_no_partial_file_when_interrupted(tmp_path):

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sts_utils.models import (BACKBONES, WeightsNotAvailableError, build_model, load_checkpoint, save_checkpoint)
-from sts_utils.training import TrainConfig, encode_labels, fit, resolve_profile
+from sts_utils.data.models import (BACKBONES, WeightsNotAvailableError, build_model, load_checkpoint, save_checkpoint)
+from sts_utils.stages.fit import TrainConfig, encode_labels, fit
+from sts_utils.stages.training import resolve_profile
 
 
 def easy_set(n_per_class=6, seed=0):
@@ -85,7 +86,7 @@ def test_auto_falls_back_to_random_and_records_it():
 def test_auto_uses_cached_imagenet_file(tmp_path):
     """A weights file in the torch hub cache is used (here a random one saved under the expected name)."""
     import torchvision
-    from sts_utils.models import imagenet_weights_file
+    from sts_utils.data.models import imagenet_weights_file
 
     path, _ = imagenet_weights_file("resnet18")
     path.parent.mkdir(parents=True)

@@ -3,7 +3,7 @@ run is checked on the integration test's run, tests/test_integration.py)."""
 
 import pytest
 
-from sts_utils.runner import execute_notebook
+from sts_utils.pages.runner import execute_notebook
 from tests.conftest import ROOT
 
 TINY = {"N_CELLS": 3, "N_FI_CELLS": 2, "EPOCHS": 2, "N_TRIALS": 1, "N_FOLDS": 2, "TRIAL_EPOCHS": 1, "IMAGE_SIZE": 75,

@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
-from sts_utils.errors import RecordingError
-from sts_utils.nwb import (build_nwb2_cell, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
+from sts_utils.core.errors import RecordingError
+from sts_utils.data.nwb import (build_nwb2_cell, load_nwb1_sweep, load_nwb2_sweep, read_nwb1_sweep_table,
                            read_nwb2_sweep_table, write_nwb1_cell, write_nwb2_cell)
-from sts_utils.recordings import scan_recordings
+from sts_utils.data.recordings import scan_recordings
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,8 @@ def test_corrupt_and_truncated_files_are_skipped_and_counted(tiny_demo, tmp_path
 
 
 def test_truncated_sweep_is_marked_and_left_out(tmp_path):
-    from sts_utils.nwb import write_nwb2_cell
-    from sts_utils.recordings import scan_nwb2_file
+    from sts_utils.data.nwb import write_nwb2_cell
+    from sts_utils.data.recordings import scan_nwb2_file
 
     rate = 20_000.0
     n = int(1.2 * rate)

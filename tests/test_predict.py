@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import bundle, predict
-from sts_utils.config import CLASSES
-from sts_utils.errors import TableError
-from sts_utils.evaluation import predict_test_split
-from sts_utils.nwb import load_nwb2_sweep, read_nwb2_sweep_table, write_nwb1_cell
-from sts_utils.recordings import TEETER_EPOCHS_S
-from sts_utils.scalograms import ScalogramParams
-from sts_utils.tables import write_cells, write_spike_trains
+from sts_utils.pages import plots
+from sts_utils.stages import bundle, new_cells, predict
+from sts_utils.core.config import CLASSES
+from sts_utils.core.errors import TableError
+from sts_utils.stages.evaluation import predict_test_split
+from sts_utils.data.nwb import load_nwb2_sweep, read_nwb2_sweep_table, write_nwb1_cell
+from sts_utils.data.recordings import TEETER_EPOCHS_S
+from sts_utils.stages.scalograms import ScalogramParams
+from sts_utils.data.tables import write_cells, write_spike_trains
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
 
@@ -192,7 +193,7 @@ def test_out_is_never_half_written_nor_a_foreign_folder_replaced(setup, tmp_path
 
 
 def test_cli_help():
-    res = subprocess.run([sys.executable, "-m", "sts_utils.predict", "--help"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run([sys.executable, "-m", "sts_utils.stages.predict", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and "--models" in res.stdout and "spike_times_s" in res.stdout
 
 
@@ -212,21 +213,21 @@ def test_the_unsure_cells_of_a_spike_time_dataset_are_predicted_and_summarised(s
     write_cells(pd.DataFrame({"specimen_id": [100, 101, 102], "label": ["Unsure", "Unsure", "Pvalb"],
                               "label_source": "cre", "source": "teeter2018", "qc_status": "ok",
                               "cre_line": ["Htr3a-Cre_NO152", "Nkx2-1-CreERT2", "Pvalb-IRES-Cre"]}), ddir / "cells.csv")
-    path, unsure = predict.unlabelled_cells("teeter2018", tmp_path / "data", ddir / "new_cells")
+    path, unsure = new_cells.unlabelled_cells("teeter2018", tmp_path / "data", ddir / "new_cells")
     assert list(unsure["specimen_id"]) == [100, 101]
     table = predict.predict_cells([sb], path, ddir / "new_cells" / "predictions", progress=False)
     assert list(table["specimen_id"]) == [100, 101] and (table["status"] == "ok").all()
     table = table.merge(unsure[["specimen_id", "cre_line"]], on="specimen_id")
-    summary = predict.class_distribution(table, "cre_line")
+    summary = new_cells.class_distribution(table, "cre_line")
     assert list(summary["predicted"]) == [1, 1]
     assert np.allclose(summary[[f"share_{c}" for c in CLASSES]].sum(axis=1), 1)
-    assert "Htr3a-Cre_NO152 (1 cells" in predict.distribution_reading(summary, "cre_line")
-    predict.distribution_figure(table, "cre_line", "test").savefig(tmp_path / "f.png")
+    assert "Htr3a-Cre_NO152 (1 cells" in new_cells.distribution_reading(summary, "cre_line")
+    plots.distribution_figure(table, "cre_line", "test").savefig(tmp_path / "f.png")
 
 
 def test_a_dataset_without_unlabelled_cells_gives_an_empty_summary_with_its_columns_and_says_so():
-    empty = predict.no_predictions().assign(label_source=pd.Series(dtype=object))
-    summary = predict.class_distribution(empty, "label_source")
+    empty = new_cells.no_predictions().assign(label_source=pd.Series(dtype=object))
+    summary = new_cells.class_distribution(empty, "label_source")
     assert summary.empty and list(summary.columns[:4]) == ["label_source", "cells", "predicted", "skipped"]
     assert "share_Vip/Lamp5" in summary.columns
-    assert "every cell of the dataset has one of the four labels" in predict.distribution_reading(summary, "label_source")
+    assert "every cell of the dataset has one of the four labels" in new_cells.distribution_reading(summary, "label_source")

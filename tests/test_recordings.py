@@ -4,12 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import acquisition, recordings
-from sts_utils.errors import DataNotAvailableError, TableError
-from sts_utils.labels import (label_flags, label_from_cre_line, label_from_transcriptomic_type, read_paper_labels,
+from sts_utils.stages import acquisition
+from sts_utils.data import recordings
+from sts_utils.core.errors import DataNotAvailableError, TableError
+from sts_utils.data.labels import (label_flags, label_from_cre_line, label_from_transcriptomic_type, read_paper_labels,
                               read_paper_split)
-from sts_utils.recordings import find_step_epoch
-from sts_utils.registry import RemoteFile, ensure_files
+from sts_utils.data.recordings import find_step_epoch
+from sts_utils.data.registry import RemoteFile, ensure_files
 
 
 @pytest.mark.parametrize("alias,dendrite,expected", [
@@ -144,7 +145,7 @@ def test_verified_files_are_not_rehashed_but_any_write_is_caught(tmp_path, monke
     import hashlib
     import os
 
-    from sts_utils import registry
+    from sts_utils.data import registry
 
     monkeypatch.setenv("STS_OFFLINE", "1")
     (tmp_path / "f.txt").write_text("hello")
@@ -182,8 +183,8 @@ def test_a_corrupt_teeter_file_copied_into_the_cache_is_refused(tmp_path, shared
 
 def test_registry_pins_every_shared_file(shared_data):
     """Every real file the project knows has its SHA-256 shipped with the package, and they match."""
-    from sts_utils.io import file_sha256
-    from sts_utils.registry import pinned_hashes
+    from sts_utils.core.io import file_sha256
+    from sts_utils.data.registry import pinned_hashes
 
     teeter = pinned_hashes("teeter2018")
     files = [p for p in (shared_data / "teeter2018").rglob("*") if p.is_file() and p.name != "LICENSE"]

@@ -1,7 +1,7 @@
 """README's result tables are the files' numbers: the check passes on the repository and fails on a planted mismatch."""
 import pandas as pd
 
-from sts_utils import report
+from sts_utils.pages import report
 from tests.conftest import ROOT
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import bundle, plots, rig_recordings
-from sts_utils.config import CLASSES
-from sts_utils.runner import execute_notebook
+from sts_utils.stages import bundle, rig_recordings
+from sts_utils.pages import plots
+from sts_utils.core.config import CLASSES
+from sts_utils.pages.runner import execute_notebook
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
 

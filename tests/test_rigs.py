@@ -11,12 +11,12 @@ import pyabf
 import pytest
 from igor2 import binarywave
 
-from sts_utils import predict
-from sts_utils.errors import RecordingError
-from sts_utils.recordings import SCANNERS, load_sweep
-from sts_utils.rigs import scan_abf_file, scan_ibw_cell
-from sts_utils.scalograms import ScalogramParams, select_cell_sweeps
-from sts_utils.steps import protocol_step
+from sts_utils.stages import predict
+from sts_utils.core.errors import RecordingError
+from sts_utils.data.recordings import SCANNERS, load_sweep
+from sts_utils.data.rigs import scan_abf_file, scan_ibw_cell
+from sts_utils.stages.scalograms import ScalogramParams, select_cell_sweeps
+from sts_utils.compute.steps import protocol_step
 
 warnings.filterwarnings("ignore", message="Could not find stimulus")
 

@@ -6,7 +6,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sts_utils.runner import TIMING_COLUMNS, main, read_timings, record_timing, timings_table
+from sts_utils.pages.runner import TIMING_COLUMNS, main, module_dependencies, read_timings, record_timing, timings_table
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ if FAIL:
 def run(tmp_path, *params):
     src = tmp_path / "probe.py"
     src.write_text(SOURCE)
-    args = [sys.executable, "-m", "sts_utils.runner", str(src), str(tmp_path / "build" / "probe.ipynb"), "--cwd", str(tmp_path)]
+    args = [sys.executable, "-m", "sts_utils.pages.runner", str(src), str(tmp_path / "build" / "probe.ipynb"), "--cwd", str(tmp_path)]
     for k, v in params:
         args += ["-p", k, v]
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -76,3 +76,14 @@ def test_timings_one_row_per_page_replaced_on_rerun(tmp_path, capsys):
     assert main(["--timings", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "3612.0", "1:00:12"]
     assert "no page timings" in timings_table(tmp_path / "none.csv")
+
+
+def test_module_dependencies_follow_imports_through_the_layer_folders():
+    """make's dependencies of a page: every package file it runs, found through ``from sts_utils.<layer> import x``
+    and ``from sts_utils.<layer>.x import y`` at any depth (the subpackages' ``__init__`` files hold no code)."""
+    deps = module_dependencies(ROOT / "notebooks" / "04_finetune.py")
+    assert {"sts_utils/stages/training.py", "sts_utils/pages/page.py", "sts_utils/pages/plots.py",  # the page's own
+            "sts_utils/data/models.py", "sts_utils/core/config.py",  # imported by those
+            "sts_utils/core/errors.py"} <= set(deps), deps  # two steps away (config imports errors)
+    assert all((ROOT / d).is_file() and not d.endswith("__init__.py") for d in deps), deps
+    assert deps == sorted(set(deps))

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from sts_utils import saliency
-from sts_utils.models import BACKBONES, build_model
+from sts_utils.stages import saliency
+from sts_utils.data.models import BACKBONES, build_model
 
 
 class PatchModel(nn.Module):
@@ -30,7 +30,7 @@ class PatchModel(nn.Module):
 @pytest.fixture
 def toy(monkeypatch):
     model = PatchModel()
-    monkeypatch.setattr("sts_utils.saliency.last_conv_block", lambda m: m.features)
+    monkeypatch.setattr("sts_utils.stages.saliency.last_conv_block", lambda m: m.features)
     x = torch.rand(6, 2, 20, 30).numpy()
     return model, x, model.mask.numpy().astype(bool)
 

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils import cwt, signals
-from sts_utils import scalograms as sc
-from sts_utils.errors import SelectionError
-from sts_utils.scalograms import ScalogramParams, compute_scalograms
-from sts_utils.store import ScalogramStore
+from sts_utils.compute import cwt, signals
+from sts_utils.stages import scalograms as sc
+from sts_utils.core.errors import SelectionError
+from sts_utils.stages.scalograms import ScalogramParams, compute_scalograms
+from sts_utils.data.store import ScalogramStore
 
 
 FS = 4000.0

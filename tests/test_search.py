@@ -17,15 +17,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sts_utils import search
+from sts_utils.data import profiles, studies
+from sts_utils.stages import search
 from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# a tiny objective run through the project's real worker loop (search.run_worker), storage and stopping rule
+# a tiny objective run through the project's real worker loop (studies.run_worker), storage and stopping rule
 WORKER = textwrap.dedent("""
     import os, sys, time
-    from sts_utils import search
+    from sts_utils.data import studies
     storage, name, n, sleep, log, rank = sys.argv[1:7]
     # a 1 s heartbeat: a killed worker's trial is stale after 3 s (60 s and 180 s in a real search)
     def objective(trial):
@@ -34,7 +35,7 @@ WORKER = textwrap.dedent("""
             f.write(f"{trial.number} {os.getpid()}\\n")
         time.sleep(float(sleep) if trial.number > 0 or rank != "slow" else 60)
         return x
-    search.run_worker(objective, int(n), name=name, storage=storage, rank=0 if rank == "slow" else int(rank),
+    studies.run_worker(objective, int(n), name=name, storage=storage, rank=0 if rank == "slow" else int(rank),
                       progress=False, poll_s=0.2, heartbeat_s=1)
 """)
 
@@ -54,7 +55,7 @@ def run_workers(tmp_path, storage, name, n, ranks, sleep=0.3) -> optuna.Study:
     code = search.launch_workers(cmds, [{"PYTHONPATH": str(ROOT)}] * len(cmds), name, storage, n, progress=False,
                                  poll_s=0.2)
     assert code == 0
-    return optuna.load_study(study_name=name, storage=search.open_storage(storage))
+    return optuna.load_study(study_name=name, storage=studies.open_storage(storage))
 
 
 def logged_runs(tmp_path) -> list[tuple[int, int]]:
@@ -63,7 +64,7 @@ def logged_runs(tmp_path) -> list[tuple[int, int]]:
 
 
 def test_paper_profile_is_the_papers_protocol():
-    run = search.resolve_profile("paper", "allen", "resnet18", {})
+    run = profiles.resolve_profile("paper", "allen", "resnet18", {})
     assert run["space"] == {
         "batch_size": ("categorical", [32, 64]),
         "lr": ("log", 1e-3, 0.08),
@@ -77,58 +78,58 @@ def test_paper_profile_is_the_papers_protocol():
                 "channel_map": (0, 1, 0), "seed": 42, "image_size": 224, "lr_schedule": "paper", "pruner": "none",
                 "min_improvement": 0.05, "restore_best": False, "pretrained": "imagenet", "profile": "paper"}
     assert {k: run[k] for k in expected} == expected
-    assert search.resolve_profile("paper", "allen", "inception_v3", {})["image_size"] == 299
+    assert profiles.resolve_profile("paper", "allen", "inception_v3", {})["image_size"] == 299
     # the paper pins its seed; TRAIN_SEED overrides it; the other profiles use the notebook's SEED
-    assert search.resolve_profile("paper", "allen", "resnet18", {}, default_seed=3)["seed"] == 42
-    assert search.resolve_profile("paper", "allen", "resnet18", {"seed": 7})["seed"] == 7
-    assert search.resolve_profile("cpu_small", "demo", "resnet18", {}, default_seed=3)["seed"] == 3
+    assert profiles.resolve_profile("paper", "allen", "resnet18", {}, default_seed=3)["seed"] == 42
+    assert profiles.resolve_profile("paper", "allen", "resnet18", {"seed": 7})["seed"] == 7
+    assert profiles.resolve_profile("cpu_small", "demo", "resnet18", {}, default_seed=3)["seed"] == 3
 
 
 def test_demo_profile_keeps_the_committed_settings():
-    run = search.resolve_profile("auto", "demo", "inception_v3", {}, cuda_available=True)
+    run = profiles.resolve_profile("auto", "demo", "inception_v3", {}, cuda_available=True)
     assert run["profile"] == "cpu_small" and run["image_size"] == 80
     assert {k: run[k] for k in ("epochs", "batch_size", "lr", "patience", "n_trials", "n_folds", "trial_epochs", "lr_decay",
                                 "decay_period", "dropout", "class_weights", "val_fraction", "lr_schedule")} == {
         "epochs": 8, "batch_size": 16, "lr": 1e-3, "patience": 5, "n_trials": 2, "n_folds": 2, "trial_epochs": 1,
         "lr_decay": 0.5, "decay_period": 5, "dropout": 0.0, "class_weights": True, "val_fraction": 0.15,
         "lr_schedule": "step"}
-    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=True)["profile"] == "paper"
-    assert search.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=False)["profile"] == "cpu_fixed"
-    assert search.resolve_profile("auto", "demo", "resnet18", {}, cuda_available=False)["profile"] == "cpu_small"
-    fixed = search.resolve_profile("auto", "teeter2018", "densenet121", {}, cuda_available=False)
+    assert profiles.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=True)["profile"] == "paper"
+    assert profiles.resolve_profile("auto", "allen", "resnet18", {}, cuda_available=False)["profile"] == "cpu_fixed"
+    assert profiles.resolve_profile("auto", "demo", "resnet18", {}, cuda_available=False)["profile"] == "cpu_small"
+    fixed = profiles.resolve_profile("auto", "teeter2018", "densenet121", {}, cuda_available=False)
     assert fixed["n_trials"] == 0 and fixed["image_size"] == 64 and fixed["epochs"] == 12
-    assert search.resolve_profile("gpu_small", "allen", "resnet18", {})["n_trials"] == 20
+    assert profiles.resolve_profile("gpu_small", "allen", "resnet18", {})["n_trials"] == 20
 
 
 def test_bad_settings_give_one_line_errors():
-    for call, word in [(lambda: search.resolve_profile("cpu_small", "demo", "vgg16", {}), "resnet18"),
-                       (lambda: search.resolve_profile("fast", "demo", "resnet18", {}), "paper"),
-                       (lambda: search.resolve_profile("cpu_small", "demo", "resnet18", {"epoch": 3}), "epochs"),
-                       (lambda: search.resolve_profile("cpu_small", "demo", "resnet18", {"pruner": "asha"}), "hyperband")]:
+    for call, word in [(lambda: profiles.resolve_profile("cpu_small", "demo", "vgg16", {}), "resnet18"),
+                       (lambda: profiles.resolve_profile("fast", "demo", "resnet18", {}), "paper"),
+                       (lambda: profiles.resolve_profile("cpu_small", "demo", "resnet18", {"epoch": 3}), "epochs"),
+                       (lambda: profiles.resolve_profile("cpu_small", "demo", "resnet18", {"pruner": "asha"}), "hyperband")]:
         with pytest.raises(ValueError) as err:
             call()
         assert word in str(err.value) and "\n" not in str(err.value)
 
 
 def test_study_name_pins_data_and_settings_but_not_the_trial_count():
-    run = search.resolve_profile("paper", "allen", "resnet18", {})
+    run = profiles.resolve_profile("paper", "allen", "resnet18", {})
     inputs = {"scalograms.npy": "a" * 64, "splits.csv": "b" * 64}
-    name = search.study_name("allen", "resnet18", run, inputs)
+    name = profiles.study_name("allen", "resnet18", run, inputs)
     assert name.startswith("allen-resnet18-paper-r0-")
-    assert search.study_name("allen", "resnet18", {**run, "n_trials": 80, "device": "cuda:1"}, inputs) == name
-    assert search.study_name("allen", "resnet18", {**run, "n_folds": 5}, inputs) != name
-    assert search.study_name("allen", "resnet18", run, {**inputs, "splits.csv": "c" * 64}) != name
-    assert search.study_name("allen", "resnet18", run, inputs, repeat=1) != name
+    assert profiles.study_name("allen", "resnet18", {**run, "n_trials": 80, "device": "cuda:1"}, inputs) == name
+    assert profiles.study_name("allen", "resnet18", {**run, "n_folds": 5}, inputs) != name
+    assert profiles.study_name("allen", "resnet18", run, {**inputs, "splits.csv": "c" * 64}) != name
+    assert profiles.study_name("allen", "resnet18", run, inputs, repeat=1) != name
 
 
 def test_storage_choice(tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    spec, asked = search.storage_spec(None, "allen", "resnet18", tmp_path)
+    spec, asked = studies.storage_spec(None, "allen", "resnet18", tmp_path)
     assert spec == str(tmp_path / "allen" / "models" / "resnet18" / "study.journal") and not asked
     monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "s.journal"))
-    assert search.storage_spec(None, "allen", "resnet18", tmp_path) == (str(tmp_path / "s.journal"), True)
-    assert isinstance(search.open_storage(tmp_path / "s.journal"), optuna.storages.JournalStorage)
-    assert isinstance(search.open_storage(f"sqlite:///{tmp_path}/s.db"), optuna.storages.RDBStorage)
+    assert studies.storage_spec(None, "allen", "resnet18", tmp_path) == (str(tmp_path / "s.journal"), True)
+    assert isinstance(studies.open_storage(tmp_path / "s.journal"), optuna.storages.JournalStorage)
+    assert isinstance(studies.open_storage(f"sqlite:///{tmp_path}/s.db"), optuna.storages.RDBStorage)
     assert search.worker_envs(None, ["0", "1"], trials_per_gpu=2) == [{"CUDA_VISIBLE_DEVICES": g} for g in "0101"]
     assert search.worker_envs(3, [], 1) == [{"CUDA_VISIBLE_DEVICES": ""}] * 3
     assert search.parse_param("TRIAL_EPOCHS=2") == ("trial_epochs", 2)
@@ -167,7 +168,7 @@ def test_killed_worker_loses_only_its_running_trial(tmp_path, search_storage):
     os.kill(slow.pid, signal.SIGKILL)  # mid-trial: trial 0 is sleeping
     slow.wait()
     subprocess.run(worker_cmd(tmp_path, search_storage, name, n, 0.1, 1), env=env(), check=True, timeout=120)
-    study = optuna.load_study(study_name=name, storage=search.open_storage(search_storage))
+    study = optuna.load_study(study_name=name, storage=studies.open_storage(search_storage))
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == n and TrialState.RUNNING not in states
     assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["pid"] == slow.pid
@@ -184,7 +185,7 @@ def test_a_rerun_resumes_the_study_by_name(tmp_path, search_storage):
     again = run_workers(tmp_path, search_storage, name, 3, ranks=(0,), sleep=0.1)  # finished: nothing to do
     assert [(t.number, t.params) for t in again.trials] == before
     more = run_workers(tmp_path, search_storage, name, 4, ranks=(1,), sleep=0.1)  # a higher count continues it
-    assert optuna.study.get_all_study_names(search.open_storage(search_storage)) == [name]
+    assert optuna.study.get_all_study_names(studies.open_storage(search_storage)) == [name]
     assert [(t.number, t.params) for t in more.trials][:len(before)] == before
     assert len(more.get_trials(states=(TrialState.COMPLETE,))) == 4
     assert len({n for n, _ in logged_runs(tmp_path)}) == len(logged_runs(tmp_path))
@@ -193,7 +194,7 @@ def test_a_rerun_resumes_the_study_by_name(tmp_path, search_storage):
 def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_storage):
     """`optuna-dashboard <journal file or URL>` (README) serves the study's trials, read from the search's storage."""
     pytest.importorskip("optuna_dashboard", reason="optuna-dashboard not installed: make env, or pip install -e '.[dashboard]'")
-    study = search.run_worker(lambda trial: trial.suggest_float("x", 0.0, 1.0), 3, name="watched", storage=search_storage,
+    study = studies.run_worker(lambda trial: trial.suggest_float("x", 0.0, 1.0), 3, name="watched", storage=search_storage,
                               progress=False)
     port = postgres.free_port()
     cmd = [str(Path(sys.executable).parent / "optuna-dashboard"), search_storage, "--host", "127.0.0.1", "--port", str(port),
@@ -205,15 +206,15 @@ def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_sto
             return json.load(r)
 
     try:
-        deadline, studies = time.time() + 60, None
-        while studies is None and server.poll() is None and time.time() < deadline:
+        deadline, summaries = time.time() + 60, None
+        while summaries is None and server.poll() is None and time.time() < deadline:
             try:
-                studies = get("/api/studies")["study_summaries"]
+                summaries = get("/api/studies")["study_summaries"]
             except OSError:  # not listening yet
                 time.sleep(0.3)
-        assert studies is not None, server.stderr.read() if server.poll() is not None else "no answer in 60 s"
-        assert [s["study_name"] for s in studies] == ["watched"]
-        detail = get(f"/api/studies/{studies[0]['study_id']}")
+        assert summaries is not None, server.stderr.read() if server.poll() is not None else "no answer in 60 s"
+        assert [s["study_name"] for s in summaries] == ["watched"]
+        detail = get(f"/api/studies/{summaries[0]['study_id']}")
         listed = {t["number"]: t for t in detail["trials"]}
         assert sorted(listed) == [0, 1, 2] and all(t["state"] == "Complete" for t in listed.values())
         assert {n: t["values"][0] for n, t in listed.items()} == pytest.approx({t.number: t.value for t in study.trials})
@@ -224,9 +225,9 @@ def test_the_dashboard_lists_the_trials_of_a_finished_study(tmp_path, search_sto
 
 
 def test_search_module_loads_without_torch_and_has_help():
-    code = "import sys, sts_utils.search; assert not any(m == 'torch' or m.startswith(('torch.', 'matplotlib')) for m in sys.modules)"
+    code = "import sys, sts_utils.stages.search; assert not any(m == 'torch' or m.startswith(('torch.', 'matplotlib')) for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], env=env(), check=True)
-    out = subprocess.run([sys.executable, "-m", "sts_utils.search", "--help"], env=env(), capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "sts_utils.stages.search", "--help"], env=env(), capture_output=True, text=True,
                          check=True).stdout
     assert "--n-workers" in out and "--storage" in out
 
@@ -235,9 +236,9 @@ def test_command_line_trial_count_and_pruner_are_used_or_refused():
     """`make search N_TRIALS=4` passes --param N_TRIALS=4: it must win over the profile, not be reset to it."""
     def settings(*argv):
         args = search.build_parser().parse_args(["--dataset", "demo", "--backbone", "resnet18", *argv])
-        return search.resolve_profile("cpu_small", "demo", "resnet18", search.cli_overrides(args))
+        return profiles.resolve_profile("cpu_small", "demo", "resnet18", search.cli_overrides(args))
 
-    assert settings()["n_trials"] == search.PROFILES["cpu_small"]["n_trials"]
+    assert settings()["n_trials"] == profiles.PROFILES["cpu_small"]["n_trials"]
     assert settings("--param", "N_TRIALS=4")["n_trials"] == 4
     assert settings("--n-trials", "5")["n_trials"] == 5
     assert settings("--param", "N_TRIALS=4", "--n-trials", "4")["n_trials"] == 4

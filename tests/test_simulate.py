@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.config import CLASSES
-from sts_utils.simulate import Protocol, cohort_design, simulate_cells
-from sts_utils.recordings import load_sweep
-from sts_utils.sweeps import analyse_long_squares, find_rheobase
+from sts_utils.core.config import CLASSES
+from sts_utils.compute.simulate import Protocol, cohort_design, simulate_cells
+from sts_utils.data.recordings import load_sweep
+from sts_utils.compute.sweeps import analyse_long_squares, find_rheobase
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_fast_spiking_narrower_and_faster_than_regular_spiking(counts):
 
 
 def test_regular_spiking_adapts_more_than_fast_spiking(tiny_demo):
-    from sts_utils.features import cell_long_square_features
+    from sts_utils.stages.features import cell_long_square_features
 
     cells = pd.read_csv(tiny_demo / "demo" / "cells.csv")
     sweeps = pd.read_csv(tiny_demo / "demo" / "sweeps.csv")

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.recordings import read_teeter_cell
+from sts_utils.data.recordings import read_teeter_cell
 
-from sts_utils.spike_train_features import FEATURE_NAMES, spike_train_feature_table
+from sts_utils.compute.spike_train_features import FEATURE_NAMES, spike_train_feature_table
 
 START_S, END_S = 10.0, 13.0  # teeter2018 epoch 2
 

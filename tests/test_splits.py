@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.splits import default_split, split_counts, split_reading, stratified_splits
-from sts_utils.stats import stratified_kfold_splits
+from sts_utils.stages.splits import default_split, split_counts, split_reading, stratified_splits
+from sts_utils.compute.stats import stratified_kfold_splits
 
 
 def cohort():

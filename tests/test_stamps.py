@@ -16,7 +16,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from sts_utils import runner
+from sts_utils.pages import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -40,7 +40,7 @@ def test_quick_parameter_reading_agrees_with_jupytext(notebook):
 
 
 def stamps(tmp_path, *args):
-    cmd = [sys.executable, "-m", "sts_utils.runner", "--stamps", *args]
+    cmd = [sys.executable, "-m", "sts_utils.pages.runner", "--stamps", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -136,8 +136,8 @@ def fake_finished_tree(tmp_path):
 
 def planned(out):
     lines = [line.split() for line in out.splitlines()
-             if "sts_utils.runner" in line and "--stamp" not in line and "--timings" not in line]
-    return [words[words.index("sts_utils.runner") + 1] for words in lines]
+             if "sts_utils.pages.runner" in line and "--stamp" not in line and "--timings" not in line]
+    return [words[words.index("sts_utils.pages.runner") + 1] for words in lines]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -151,8 +151,8 @@ def test_make_plans_from_the_stamps_with_one_check_per_call(tmp_path):
     def make(*args):
         r = subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        assert r.stdout.count("sts_utils.runner --stamps") == 1, "one stamp check per make call"
-        assert "sts_utils.runner --stamp " not in r.stdout
+        assert r.stdout.count("sts_utils.pages.runner --stamps") == 1, "one stamp check per make call"
+        assert "sts_utils.pages.runner --stamp " not in r.stdout
         return planned(r.stdout)
 
     assert make("paper") == []

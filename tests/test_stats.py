@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sts_utils.config import CLASSES
-from sts_utils.metrics import balanced_accuracy
-from sts_utils.stats import (corrected_resampled_ttest, learning_curve_subsets, paired_comparison_table,
+from sts_utils.core.config import CLASSES
+from sts_utils.compute.metrics import balanced_accuracy
+from sts_utils.compute.stats import (corrected_resampled_ttest, learning_curve_subsets, paired_comparison_table,
                              paired_permutation_test, stratified_kfold_splits)
 
 

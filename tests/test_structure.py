@@ -1,8 +1,11 @@
 """The package's layers: pure computation below stage I/O below the stages below presentation.
 
-Every module of ``sts_utils`` has a layer; a module imports only from its own layer or below; the import
-graph has no cycle; no package import hides inside a function (the usual way to dodge a cycle); the
-LightGBM stage runs without torch; and ``sts_utils/README.md`` lists every module in its layer.
+A module's layer is its folder: ``sts_utils/core/`` 0, ``compute/`` 1, ``data/`` 2, ``stages/`` 3, ``pages/`` 4,
+and every module lives in one of them (only ``__init__.py`` at the top, and the folders' ``__init__.py``
+hold a docstring, nothing to import). A module imports only from its own layer or below; the import graph
+has no cycle; no package import hides inside a function (the usual way to dodge a cycle); the LightGBM
+stage and the search's launcher run without torch; and ``sts_utils/README.md`` lists every module under
+its folder.
 """
 import ast
 import subprocess
@@ -13,41 +16,60 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sts_utils"
 
-LAYERS = {
-    0: {"config", "errors", "io"},
-    1: {"cwt", "signals", "steps", "sweeps", "metrics", "simulate", "spike_train_features", "stats", "fusion"},
-    2: {"nwb", "rigs", "registry", "labels", "tables", "recordings", "store", "models", "search"},
-    3: {"acquisition", "scalograms", "splits", "training", "features", "baseline", "evaluation", "audit", "saliency",
-        "bundle", "predict", "comparison", "rig_recordings"},
-    4: {"plots", "pages", "runner", "book", "report"},
-}
-LAYER_OF = {m: k for k, mods in LAYERS.items() for m in mods}
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+#: the layer of each folder of the package: a module's folder is its layer
+FOLDER_LAYERS = {"core": 0, "compute": 1, "data": 2, "stages": 3, "pages": 4}
+#: every module, by its name inside the package (``core.config``), and its file
+FILES = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))
+         if p.name != "__init__.py"}
+MODULES = sorted(FILES)
 
 
-def package_imports(tree: ast.AST) -> set[str]:
+def layer_of(module: str) -> int:
+    folder = module.split(".")[0]
+    assert "." in module and folder in FOLDER_LAYERS, f"{module}: not in a layer folder ({', '.join(FOLDER_LAYERS)})"
+    return FOLDER_LAYERS[folder]
+
+
+def package_imports(tree: ast.AST, module: str) -> set[str]:
+    """The package modules (``core.config``) that ``tree``, the code of ``module``, imports: ``from
+    sts_utils.core.config import x``, ``from sts_utils.compute import cwt``, ``import sts_utils.data.nwb``, and
+    relative imports resolved from ``module``."""
     out = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            out |= {node.module} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sts_utils"):
-            parts = node.module.split(".")
-            out |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-    return {m for m in out if m in MODULES}
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(f"sts_utils.{module}".split(".")[:-node.level] + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "sts_utils":
+                base = node.module
+            else:
+                continue
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m.removeprefix("sts_utils.") for m in out} & set(MODULES)
 
 
 def graph() -> dict[str, set[str]]:
-    return {m: package_imports(ast.parse((PACKAGE / f"{m}.py").read_text())) for m in MODULES}
+    return {m: package_imports(ast.parse(FILES[m].read_text()), m) for m in MODULES}
 
 
-def test_every_module_has_a_layer():
-    assert set(MODULES) <= set(LAYER_OF), sorted(set(MODULES) - set(LAYER_OF))
+def test_every_module_lives_in_a_layer_folder():
+    """No module left at the top level or in another folder; each folder's ``__init__.py`` is a docstring only,
+    and the top-level one imports no module of the package (nothing is re-exported)."""
+    stray = [m for m in MODULES if len(m.split(".")) != 2 or m.split(".")[0] not in FOLDER_LAYERS]
+    assert not stray, f"modules outside the layer folders {sorted(FOLDER_LAYERS)}: {stray}"
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]
+    for folder in FOLDER_LAYERS:
+        body = ast.parse((PACKAGE / folder / "__init__.py").read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str), f"{folder}/__init__.py: only a docstring"
+    assert not package_imports(ast.parse((PACKAGE / "__init__.py").read_text()), "__init__")
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_lower_layers_import_no_higher_one(module):
-    higher = {m for m in graph()[module] if LAYER_OF[m] > LAYER_OF[module]}
-    assert not higher, f"{module} (layer {LAYER_OF[module]}) imports {sorted(higher)}"
+    higher = {m for m in graph()[module] if layer_of(m) > layer_of(module)}
+    assert not higher, f"{module} (layer {layer_of(module)}) imports {sorted(higher)}"
 
 
 def test_the_import_graph_has_no_cycle():
@@ -68,13 +90,14 @@ def test_the_import_graph_has_no_cycle():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_no_package_import_inside_a_function(module):
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    hidden = [f"{f.name}: {sorted(package_imports(f))}" for f in ast.walk(tree)
-              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and package_imports(f)]
+    tree = ast.parse(FILES[module].read_text())
+    hidden = [f"{f.name}: {sorted(package_imports(f, module))}" for f in ast.walk(tree)
+              if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and package_imports(f, module)]
     assert not hidden, f"{module}: {hidden}"
 
 
-@pytest.mark.parametrize("module", ["baseline", "features", "acquisition", "metrics", "stats", "search"])
+@pytest.mark.parametrize("module", ["stages.baseline", "stages.features", "stages.acquisition", "compute.metrics",
+                                    "compute.stats", "data.profiles", "data.studies", "stages.search"])
 def test_modules_that_need_no_torch_do_not_load_it(module):
     code = f"import sys, sts_utils.{module}; assert 'torch' not in sys.modules, 'torch loaded'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -83,20 +106,24 @@ def test_modules_that_need_no_torch_do_not_load_it(module):
 
 def test_no_module_chooses_a_matplotlib_backend():
     for m in MODULES:
-        assert "matplotlib.use(" not in (PACKAGE / f"{m}.py").read_text(), m
+        assert "matplotlib.use(" not in FILES[m].read_text(), m
 
 
-def test_the_module_map_lists_every_module_in_its_layer():
+def test_the_module_map_lists_every_module_under_its_folder():
+    """One section per folder (its heading names it: ``## `core/` — layer 0 ...``), in layer order; each lists
+    exactly that folder's modules, one row each."""
     text = (PACKAGE / "README.md").read_text()
-    sections = text.split("\n## ")[1:]
-    found = {}
-    for k, section in enumerate(sections):
-        for m in MODULES:
-            if f"`{m}.py`" in section:
-                found.setdefault(m, k)
-    assert set(found) == set(MODULES), sorted(set(MODULES) - set(found))
-    for m, k in found.items():
-        assert k == LAYER_OF[m], f"{m} listed under section {k}, its layer is {LAYER_OF[m]}"
+    sections = {}
+    for section in text.split("\n## ")[1:]:
+        heading, _, body = section.partition("\n")
+        folder = heading.split("`")[1].rstrip("/") if heading.startswith("`") else heading
+        sections[folder] = [line.split("`")[1] for line in body.splitlines() if line.startswith("| `")]
+    assert list(sections) == list(FOLDER_LAYERS), list(sections)
+    for k, folder in enumerate(sections):
+        assert f"layer {k}" in text.split(f"\n## `{folder}/`")[1].splitlines()[0], folder
+    for folder, rows in sections.items():
+        files = sorted(FILES[m].name for m in MODULES if m.split(".")[0] == folder)
+        assert sorted(rows) == files, f"{folder}/: README lists {sorted(rows)}, the folder holds {files}"
 
 
 def optuna_private_names(tmp_path: Path) -> set[str]:
@@ -147,5 +174,5 @@ def test_no_private_optuna_names(tmp_path):
     old = ("from optuna.storages._heartbeat import is_heartbeat_enabled\n"
            "study._storage.set_trial_user_attr(t._trial_id, 'stale', True)\noptuna._experimental\n")
     assert len(private_optuna_uses(old, private)) == 4
-    uses = {m: private_optuna_uses((PACKAGE / f"{m}.py").read_text(), private) for m in MODULES}
+    uses = {m: private_optuna_uses(FILES[m].read_text(), private) for m in MODULES}
     assert not {m: u for m, u in uses.items() if u}

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sts_utils.errors import SelectionError
-from sts_utils.sweeps import detect_spikes, find_rheobase, select_suprathreshold_sweeps
+from sts_utils.core.errors import SelectionError
+from sts_utils.compute.sweeps import detect_spikes, find_rheobase, select_suprathreshold_sweeps
 
 
 def table(amps, spikes, numbers=None):

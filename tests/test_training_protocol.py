@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from sts_utils import search, training
-from sts_utils.config import CLASSES
-from sts_utils.training import TrainConfig, fit, refit_epochs, resolve_profile
+from sts_utils.data import studies
+from sts_utils.stages import search
+from sts_utils.stages import training
+from sts_utils.core.config import CLASSES
+from sts_utils.stages.fit import TrainConfig, fit
+from sts_utils.stages.training import refit_epochs, resolve_profile
 
 from .conftest import ROOT
 from .test_models import easy_set
@@ -119,12 +122,12 @@ def test_paper_refit_trains_the_whole_split_for_the_mean_fold_epochs(tmp_path, m
 
 
 def test_search_resumes_the_study_in_the_default_journal(tmp_path, monkeypatch):
-    """`python -m sts_utils.search` leaves a study in the default journal; the refit takes its best trial."""
+    """`python -m sts_utils.stages.search` leaves a study in the default journal; the refit takes its best trial."""
     x, y = easy_set(3)
     run = resolve_profile("cpu_small", "demo", "resnet18", {"n_trials": 2, "n_folds": 2, "trial_epochs": 1, "epochs": 1,
                                                        "image_size": 32, "pretrained": "none"})
     base = TrainConfig.from_run(run, "resnet18")
-    spec = search.default_storage("demo", "resnet18", tmp_path)
+    spec = studies.default_storage("demo", "resnet18", tmp_path)
     best, trials, attrs = training.search_hyperparameters(x, y, base, 2, 2, 1, progress=False, settings=run, storage=spec,
                                                           study_name="s")
     assert len(trials) == 2 and set(trials["user_attrs_gpu"]) == {"cpu"} and len(attrs["fold_epochs"]) == 2
@@ -135,14 +138,14 @@ def test_search_resumes_the_study_in_the_default_journal(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_refit_takes_the_study_that_search_workers_filled(tiny_demo, tmp_path, postgres_url):
-    """`make search` (``python -m sts_utils.search``, 2 worker processes) fills one study on a PostgreSQL server; the
+    """`make search` (``python -m sts_utils.stages.search``, 2 worker processes) fills one study on a PostgreSQL server; the
     refit of `make train` (``run_finetuning``, what notebook 04 calls) finds it by name and refits its best setting.
     (The journal file's refit: test_search_resumes_the_study_in_the_default_journal.)"""
     search_storage = postgres_url
     data = tmp_path / "data"
     shutil.copytree(tiny_demo, data)
     params = ["N_TRIALS=2", "N_FOLDS=2", "TRIAL_EPOCHS=1", "EPOCHS=1", "IMAGE_SIZE=32", "PRETRAINED=none"]
-    cmd = [sys.executable, "-m", "sts_utils.search", "--dataset", "demo", "--backbone", "resnet18", "--data-dir",
+    cmd = [sys.executable, "-m", "sts_utils.stages.search", "--dataset", "demo", "--backbone", "resnet18", "--data-dir",
            str(data), "--profile", "cpu_small", "--n-workers", "2", "--storage", search_storage, "--no-progress",
            *[a for p in params for a in ("--param", p)]]
     out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
@@ -153,7 +156,7 @@ def test_the_refit_takes_the_study_that_search_workers_filled(tiny_demo, tmp_pat
                                      storage=search_storage, progress=False)
     cfg = result["config"]["search"]
     assert f"study {cfg['study_name']} in {search_storage}" in out.stdout  # the same study, found by name
-    study = optuna.load_study(study_name=cfg["study_name"], storage=search.open_storage(search_storage))
+    study = optuna.load_study(study_name=cfg["study_name"], storage=studies.open_storage(search_storage))
     assert len(study.trials) == 2  # the refit searched no further
     assert cfg["storage"] == search_storage and cfg["best_params"] == study.best_params
     assert result["config"]["train"]["lr"] == study.best_params["lr"]

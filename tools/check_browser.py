@@ -16,7 +16,7 @@ playwright-python (``pip install -e '.[browser]'``); it never downloads a browse
     kernel starts, and that the notebook Lab holds would be written back byte-identical by jupytext
     (what an unedited save does).
 (c) optuna-dashboard: a small finished study (:data:`DASHBOARD_TRIALS` COMPLETE trials of a tiny objective
-    over the compendium's search space, run by ``sts_utils.search.run_worker`` into the journal file that
+    over the compendium's search space, run by ``sts_utils.studies.run_worker`` into the journal file that
     ``make search`` uses by default, in a temporary data folder), served by the lock's
     ``optuna-dashboard <journal>`` on a free port of 127.0.0.1; its home page lists the study, and the study's
     trial list shows every trial as Complete, with trial 0's value and parameters. No request may leave
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import optuna
 
-from sts_utils import search
-from sts_utils.book import notebook_pages
+from sts_utils.data import profiles, studies
+from sts_utils.pages.book import notebook_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -335,20 +335,20 @@ def check_lab(browser, notebooks: Path, shots: Path | None, log_path: Path, time
 def small_finished_study(data_dir: Path, n_trials: int = DASHBOARD_TRIALS, name: str = DASHBOARD_STUDY
                          ) -> tuple[str, optuna.Study]:
     """A finished study as ``make search`` leaves one, in minutes less: ``n_trials`` COMPLETE trials run by the
-    search's worker loop (:func:`sts_utils.search.run_worker`) over the compendium's search space into the
+    search's worker loop (:func:`sts_utils.studies.run_worker`) over the compendium's search space into the
     default journal file of demo/resnet18 under ``data_dir``; the objective is a cheap function of the
     parameters (no training). Returns the journal file's path and the study."""
-    storage = search.default_storage("demo", "resnet18", data_dir)
-    space = search.SPACES["compendium"]
+    storage = studies.default_storage("demo", "resnet18", data_dir)
+    space = profiles.SPACES["compendium"]
 
     def objective(trial) -> float:
-        p = search.suggest(trial, space)
+        p = profiles.suggest(trial, space)
         return 1.0 - abs(math.log10(p["lr"]) + 3.0) / 3.0 - p["dropout"] / 2.0
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per check, not one per trial
     try:
-        study = search.run_worker(objective, n_trials, name=name, storage=storage, progress=False)
+        study = studies.run_worker(objective, n_trials, name=name, storage=storage, progress=False)
     finally:
         optuna.logging.set_verbosity(verbosity)
     return storage, study

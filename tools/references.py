@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sts_utils.training import TrainConfig, fit, resolve_profile
+from sts_utils.stages.fit import TrainConfig, fit
+from sts_utils.stages.training import resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

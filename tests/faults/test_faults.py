@@ -22,16 +22,19 @@ import pandas as pd
 import pytest
 import torch
 
-from sts_utils import acquisition, bundle, cwt, registry, search
-from sts_utils import store as store_module
-from sts_utils import scalograms as sc
-from sts_utils.errors import BundleError, DataDirLocked, DataNotAvailableError, DiskFullError, TableError
-from sts_utils.io import LOCK_ENV, file_sha256
-from sts_utils.scalograms import ScalogramParams, compute_scalograms
-from sts_utils.splits import make_splits
-from sts_utils.store import ScalogramStore
-from sts_utils.tables import read_sweeps
-from sts_utils.training import TrainConfig, search_hyperparameters
+from sts_utils.stages import acquisition, bundle
+from sts_utils.compute import cwt
+from sts_utils.data import registry, studies
+from sts_utils.data import store as store_module
+from sts_utils.stages import scalograms as sc
+from sts_utils.core.errors import BundleError, DataDirLocked, DataNotAvailableError, DiskFullError, TableError
+from sts_utils.core.io import LOCK_ENV, file_sha256
+from sts_utils.stages.scalograms import ScalogramParams, compute_scalograms
+from sts_utils.stages.splits import make_splits
+from sts_utils.data.store import ScalogramStore
+from sts_utils.data.tables import read_sweeps
+from sts_utils.stages.fit import TrainConfig
+from sts_utils.stages.training import search_hyperparameters
 from tests.conftest import ROOT
 from tests.test_bundle import trained_copy
 from tests.faults.conftest import put_temporary_files_on_a_full_disk, snapshot
@@ -167,7 +170,7 @@ def test_a_notebook_that_fails_after_writing_leaves_no_target_make_takes_as_done
     # the next make plans notebook 01 again (nothing is taken as done)
     r = make(tmp_path, "-n", "data")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "sts_utils.runner notebooks/01_data_acquisition.py" in r.stdout, r.stdout[-3000:]
+    assert "sts_utils.pages.runner notebooks/01_data_acquisition.py" in r.stdout, r.stdout[-3000:]
 
 
 def test_make_splits_that_fails_its_checks_writes_no_splits_csv(demo_copy):
@@ -298,12 +301,13 @@ def test_a_broken_cells_csv_is_one_line_naming_file_line_and_problem(demo_copy, 
 
 
 def test_unknown_backbone_is_one_line_naming_the_allowed_ones():
-    from sts_utils import search
-    from sts_utils.models import BACKBONES
-    from sts_utils.training import TrainConfig, resolve_profile
+    from sts_utils.data import profiles
+    from sts_utils.data.models import BACKBONES
+    from sts_utils.stages.fit import TrainConfig
+    from sts_utils.stages.training import resolve_profile
 
     for call in (lambda: resolve_profile("auto", "demo", "vgg16", {}),
-                 lambda: search.resolve_profile("auto", "demo", "vgg16", {}),
+                 lambda: profiles.resolve_profile("auto", "demo", "vgg16", {}),
                  lambda: TrainConfig(backbone="vgg16")):
         with pytest.raises(ValueError) as err:
             call()
@@ -312,7 +316,7 @@ def test_unknown_backbone_is_one_line_naming_the_allowed_ones():
 
 
 def test_an_empty_checkpoint_names_the_file_and_make_train(tmp_path):
-    from sts_utils.models import load_checkpoint
+    from sts_utils.data.models import load_checkpoint
 
     out = tmp_path / "models" / "resnet18"
     out.mkdir(parents=True)
@@ -328,7 +332,7 @@ def test_an_empty_checkpoint_names_the_file_and_make_train(tmp_path):
 
 
 def test_an_unknown_dataset_raises_before_any_folder_is_made(tmp_path):
-    from sts_utils import config
+    from sts_utils.core import config
 
     figs, data = tmp_path / "figures", tmp_path / "data"
     for call in (lambda: config.figures_dir("nonexistent", figs), lambda: config.dataset_dir("nonexistent", data),
@@ -394,7 +398,7 @@ def test_a_same_size_change_with_its_mtime_put_back_is_detected(tmp_path, shared
 
 HOLDER = """
 import sys, time
-from sts_utils.io import data_dir_lock
+from sts_utils.core.io import data_dir_lock
 with data_dir_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)
@@ -432,7 +436,7 @@ def test_a_second_run_on_a_locked_folder_fails_at_once_and_a_killed_holder_relea
 REWRITER = """
 import os, sys, time
 from pathlib import Path
-from sts_utils.io import data_dir_lock
+from sts_utils.core.io import data_dir_lock
 folder, target = Path(sys.argv[1]), Path(sys.argv[2])
 content = target.read_bytes()
 with data_dir_lock(folder):
@@ -488,7 +492,7 @@ def test_a_full_disk_stops_the_scalograms_in_one_line_and_records_no_cell_as_bro
 
 SLOW_RUN = """
 import sys, time
-from sts_utils import scalograms as sc
+from sts_utils.stages import scalograms as sc
 real = sc._process_cell
 def slow(job):
     out = real(job)
@@ -636,6 +640,6 @@ def test_an_unreachable_database_is_one_line_naming_it(tmp_path):
     """issue 26, item 6: an SQLite URL in a missing folder was SQLAlchemy's OperationalError traceback."""
     url = f"sqlite:///{tmp_path}/no-such-folder/study.db"
     with pytest.raises(ValueError) as err:
-        search.open_storage(url)
+        studies.open_storage(url)
     msg = one_line(err.value)
     assert f"OPTUNA_STORAGE={url}" in msg and "unable to open database file" in msg and "journal" in msg, msg
