@@ -1,7 +1,9 @@
 """Backbones, freezing, checkpoints, weights handling and a tiny training run for each backbone."""
+import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -110,3 +112,15 @@ def test_bad_parameters_are_rejected():
     expected = 299 if torch.cuda.is_available() else 80  # paper sizes on real data need a GPU
     assert resolve_profile("auto", "allen", "inception_v3", {})["image_size"] == expected
     assert resolve_profile("paper", "allen", "inception_v3", {})["image_size"] == 299
+
+
+def test_compile_is_off_on_a_cpu_and_says_so(caplog):
+    """COMPILE=True on a CPU: the same loss curve as eager, bit for bit, and one log line saying it ran eager."""
+    x, y = easy_set()
+    cfg = TrainConfig(backbone="resnet18", image_size=32, pretrained="none", epochs=2, batch_size=8, lr=1e-3,
+                      patience=2, seed=0)
+    _, eager, _ = fit(x, y, x[:8], y[:8], cfg, progress=False)
+    with caplog.at_level("INFO", logger="sts_utils"):
+        _, compiled, _ = fit(x, y, x[:8], y[:8], dataclasses.replace(cfg, compile=True), progress=False)
+    pd.testing.assert_frame_equal(eager, compiled)
+    assert any("COMPILE=True applies on CUDA only" in r.getMessage() for r in caplog.records)

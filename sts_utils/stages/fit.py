@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from sts_utils.core.config import CLASSES, check_whole_number, progress_stream, seed_everything
+from sts_utils.core.config import CLASSES, check_whole_number, logger, progress_stream, seed_everything
 from sts_utils.compute.metrics import balanced_accuracy
 from sts_utils.data.models import build_model, check_backbone, get_device
 
@@ -41,7 +41,7 @@ class TrainConfig:
     (the paper's code: the factor is applied at the start of epochs P, 2P, ...).
     ``min_improvement``: relative improvement of the validation loss that resets the patience (0: any
     decrease above 1e-6; the paper: 0.05). ``restore_best``: return the model of the best epoch (else the
-    last one). ``compile``: ``torch.compile`` the model on CUDA.
+    last one). ``compile``: ``torch.compile`` the model on CUDA (on a CPU the fit runs eager and logs that it does).
     """
 
     backbone: str = "resnet18"
@@ -215,6 +215,9 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
         step_model = torch.compile(model.classify) if cfg.compile else model.classify
         n_used = len(xs) - (len(xs) % cfg.batch_size if drop_last else 0)
     else:
+        if cfg.compile:  # asked for, so said, not silently dropped: compiling pays only on a GPU (issue 25)
+            logger.info("COMPILE=True applies on CUDA only: this %s fit runs eager (the same numbers as COMPILE=False)",
+                        device.type)
         gen = torch.Generator().manual_seed(cfg.seed)
         images = mapped_images(model, x_train, device)
         xv = mapped_images(model, x_val, device) if has_val else None
