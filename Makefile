@@ -38,7 +38,7 @@ F := $(FIGURES_DIR)/$(DATASET)
 # `parameters` cells (a name no page declares is refused in one line) and gives each page the ones it declares,
 # so the notebook's default holds otherwise. The pages' cells are the only list of parameters.
 MAKE_VARS := DATASET SEED DATA_DIR FIGURES_DIR BUILD_DIR BACKBONE BACKBONES VENV PYTHON MODELS INPUT OUT FIGURES \
-	CELLS N_WORKERS TRIALS_PER_GPU UPGRADE LAB_ARGS
+	CELLS N_WORKERS TRIALS_PER_GPU UPGRADE LAB_ARGS JOBS
 PAGE_VARS = $(filter-out $(MAKE_VARS),$(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))))
 PARAMS = -p DATASET $(DATASET) -p SEED $(SEED) -p DATA_DIR $(DATA_DIR) -p FIGURES_DIR $(FIGURES_DIR) \
 	$(foreach v,$(PAGE_VARS),-p $(v) '$($(v))')
@@ -50,7 +50,7 @@ BACKBONES_PARAM = -p BACKBONES '$(BACKBONES_VALUE)'
 MODEL_FILES = $(foreach b,$(BACKBONES),$(D)/models/$(b)/model.pt)
 RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.pages.runner
 
-.PHONY: help env lock paper data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test \
+.PHONY: help env lock paper paper-pages data scalograms splits train train-all evaluate saliency comparison new-cells export predict baseline search readme test \
 	rig-recordings test-integration update-references lab bench clean clean-all
 
 help:
@@ -95,10 +95,17 @@ lock:
 # which would also delete a target that another run rewrote while this one was refused by the folder's lock.
 .DELETE_ON_ERROR:
 
-# page 10 (real rig recordings through the demo's models) belongs to the demo's paper
-paper: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)
+# `make paper` runs JOBS pages at once where the stages allow it (the four trainings and the baseline; then
+# saliency, comparison and new cells), each single-threaded in torch, so the numbers do not depend on JOBS or on
+# the machine's cores; JOBS=1 runs one page at a time (Binder's 2 GB hold one CNN page, not two). One lock on the
+# data folder is held for the whole run and shared by its pages. Page 10 (real rig recordings through the demo's
+# models) belongs to the demo's paper.
+JOBS ?= 2
+paper: | $(STAMP)
+	+@$(RUN) --locked $(DATASET) -p DATA_DIR $(DATA_DIR) -- $(MAKE) --no-print-directory -j$(JOBS) paper-pages
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
 	@$(PY) -m sts_utils.pages.runner --timings $(B)/timings.csv
+paper-pages: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)
 
 data: $(D)/cells.csv
 scalograms: $(D)/scalograms/index.csv
@@ -119,7 +126,7 @@ rig-recordings: $(F)/rig_recordings_summary.csv
 # inputs. The deps file and the raw-file list are made only when a stage is requested (`make help` is instant).
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 DEPS_MK := $(BUILD_DIR)/deps.mk
-STAGE_GOALS := paper data scalograms splits train train-all baseline evaluate saliency comparison new-cells rig-recordings search
+STAGE_GOALS := paper-pages data scalograms splits train train-all baseline evaluate saliency comparison new-cells rig-recordings search
 P := $(B)/.params
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 $(DEPS_MK): $(NOTEBOOKS) $(wildcard sts_utils/*.py sts_utils/*/*.py) | $(STAMP)

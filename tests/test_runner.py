@@ -66,15 +66,17 @@ def test_timings_one_row_per_page_replaced_on_rerun(tmp_path, capsys):
     record_timing(path, "02_scalograms", 3600.0, t)  # a rerun replaces the page's row
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows == [list(TIMING_COLUMNS), ["01_data_acquisition", "12.0", "2026-01-02T03:04:05+00:00"],
-                    ["02_scalograms", "3600.0", "2026-01-02T03:04:05+00:00"]]
+    assert rows == [list(TIMING_COLUMNS), ["01_data_acquisition", "12.0", "2026-01-02T03:03:53+00:00", "2026-01-02T03:04:05+00:00"],
+                    ["02_scalograms", "3600.0", "2026-01-02T02:04:05+00:00", "2026-01-02T03:04:05+00:00"]]
     assert not [p for p in path.parent.iterdir() if p.name != "timings.csv"], "written atomically, no leftovers"
     table = timings_table(path).splitlines()
     assert table[0].split()[:3] == ["page", "seconds", "h:mm:ss"]
     assert table[1].split()[:3] == ["01_data_acquisition", "12.0", "0:00:12"]
-    assert table[-1].split() == ["total", "3612.0", "1:00:12"]
+    assert table[-2].split() == ["total", "3612.0", "1:00:12"]
+    # the pages ran side by side: the wall span (first start to last finish) is less than their total
+    assert table[-1].split() == ["wall", "(span)", "3600.0", "1:00:00"]
     assert main(["--timings", str(path)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "3612.0", "1:00:12"]
+    assert capsys.readouterr().out.splitlines()[-2].split() == ["total", "3612.0", "1:00:12"]
     assert "no page timings" in timings_table(tmp_path / "none.csv")
 
 
@@ -87,3 +89,49 @@ def test_module_dependencies_follow_imports_through_the_layer_folders():
             "sts_utils/core/errors.py"} <= set(deps), deps  # two steps away (config imports errors)
     assert all((ROOT / d).is_file() and not d.endswith("__init__.py") for d in deps), deps
     assert deps == sorted(set(deps))
+
+
+RECORD = """
+import sys
+from sts_utils.pages.runner import record_timing
+for k in range(20):
+    record_timing(sys.argv[1], f"{sys.argv[2]}_{k:02d}", float(k))
+"""
+
+
+def test_pages_recording_side_by_side_lose_no_row(tmp_path):
+    """`make paper JOBS=2` runs pages at once; each read-modify-write of timings.csv holds the folder's lock."""
+    path = tmp_path / "timings.csv"
+    procs = [subprocess.Popen([sys.executable, "-c", RECORD, str(path), f"page{j}"], cwd=ROOT) for j in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    assert sorted(r["page"] for r in read_timings(path)) == sorted(f"page{j}_{k:02d}" for j in range(4) for k in range(20))
+
+
+HOLDER = """
+import os, subprocess, sys
+from sts_utils.core.io import LOCK_ENV
+print("held", os.environ.get(LOCK_ENV))
+# another run on the folder (not started by this one) is refused while the command runs
+env = {k: v for k, v in os.environ.items() if k != LOCK_ENV}
+other = subprocess.run([sys.executable, "-m", "sts_utils.pages.runner", "--locked", "demo", "-p", "DATA_DIR", sys.argv[1],
+                        "--", sys.executable, "-c", "pass"], env=env, capture_output=True, text=True)
+print("other", other.returncode, other.stderr.strip().replace(chr(10), " / "))
+"""
+
+
+def test_locked_runs_a_command_holding_the_data_folder_lock_shared_with_its_children(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sts_utils.pages.runner", "--locked", "demo", "-p", "DATA_DIR", str(tmp_path),
+                        "--", sys.executable, "-c", HOLDER, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    held, other = r.stdout.splitlines()
+    assert held == f"held {(tmp_path / 'demo' / '.lock').resolve()}"
+    assert other.startswith("other 1 ") and "is being written by pid" in other and "not run" in other
+    # the command's exit status is the run's, and the lock is free again afterwards
+    again = subprocess.run([sys.executable, "-m", "sts_utils.pages.runner", "--locked", "demo", "-p", "DATA_DIR", str(tmp_path),
+                            "--", sys.executable, "-c", "raise SystemExit(3)"], cwd=ROOT, timeout=120)
+    assert again.returncode == 3
+    # a name that is no dataset takes no lock and creates no folder
+    subprocess.run([sys.executable, "-m", "sts_utils.pages.runner", "--locked", "nosuch", "-p", "DATA_DIR", str(tmp_path),
+                    "--", sys.executable, "-c", "pass"], cwd=ROOT, timeout=120, check=True)
+    assert not (tmp_path / "nosuch").exists()

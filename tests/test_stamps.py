@@ -136,7 +136,7 @@ def fake_finished_tree(tmp_path):
 
 def planned(out):
     lines = [line.split() for line in out.splitlines()
-             if "sts_utils.pages.runner" in line and "--stamp" not in line and "--timings" not in line]
+             if "sts_utils.pages.runner" in line and not {"--stamp", "--stamps", "--timings", "--locked"} & set(line.split())]
     return [words[words.index("sts_utils.pages.runner") + 1] for words in lines]
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from torch import nn
 
 from sts_utils.data import studies
 from sts_utils.stages import search
 from sts_utils.stages import training
 from sts_utils.core.config import CLASSES
+from sts_utils.data.models import TORCH_CPU_THREADS
 from sts_utils.stages.fit import TrainConfig, fit
 from sts_utils.stages.training import refit_epochs, resolve_profile
 
@@ -32,9 +34,14 @@ def empty_torch_home(tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
 
 
-def test_demo_cpu_fit_equals_its_committed_reference_history():
-    """The demo's CPU fit, epoch by epoch, against the history committed with it (make update-references)."""
+@pytest.mark.parametrize("process_threads", [1, 2])
+def test_demo_cpu_fit_equals_its_committed_reference_history(process_threads):
+    """The demo's CPU fit, epoch by epoch, against the history committed with it (make update-references),
+    whatever torch thread count the process had before (a model runs single-threaded: the same numbers on
+    a machine with any number of cores)."""
+    torch.set_num_threads(process_threads)
     history, best = references.tiny_fit()
+    assert torch.get_num_threads() == TORCH_CPU_THREADS
     reference = pd.read_csv(references.TINY_FIT_DIR / "history.csv")
     assert best == int(reference["best_epoch"].iloc[0])
     pd.testing.assert_frame_equal(history[["epoch", "train_loss", "val_loss", "val_balanced_accuracy", "lr"]],

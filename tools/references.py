@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from sts_utils.stages.fit import TrainConfig, fit
 from sts_utils.stages.training import resolve_profile
@@ -39,11 +38,6 @@ REFERENCE_DIR = ROOT / "tests" / "references" / "tiny_demo"
 TINY_PARAMS = ["N_CELLS=3", "N_FI_CELLS=2", "EPOCHS=2", "N_TRIALS=1", "N_FOLDS=2", "TRIAL_EPOCHS=1", "IMAGE_SIZE=75",
                "N_ITER=2", "IG_STEPS=2", "N_BOOT=20", "N_RESAMPLES=200", "N_NEW_CELLS=2", "TEST_FRACTION=0.25"]
 
-#: torch threads the references were made with (this project's 2-core machine). torch splits its reductions
-#: by thread count and takes that count from the visible cores, so on a machine with another number of cores
-#: the same code gives other last bits: both references are rerun with exactly this many threads anywhere.
-REFERENCE_TORCH_THREADS = 2
-
 #: At most this many differing cells are listed per table.
 MAX_REPORTED = 5
 
@@ -55,7 +49,7 @@ def run_tiny_paper(folder: str | os.PathLike, *make_args: str, timeout_s: float 
     """``make paper`` (or ``make_args``) on the tiny demo with data, figures and build folders under ``folder``."""
     folder = Path(folder)
     dirs = [f"DATA_DIR={folder / 'data'}", f"FIGURES_DIR={folder / 'figures'}", f"BUILD_DIR={folder / 'build'}"]
-    env = {**os.environ, "STS_OFFLINE": "1", "OMP_NUM_THREADS": str(REFERENCE_TORCH_THREADS)}
+    env = {**os.environ, "STS_OFFLINE": "1"}
     return subprocess.run(["make", *(make_args or ("paper",)), *dirs, *TINY_PARAMS], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=timeout_s)
 
@@ -138,8 +132,8 @@ def update_references(figures_dir: str | os.PathLike, reference_dir: str | os.Pa
 
 
 def tiny_fit() -> tuple[pd.DataFrame, int]:
-    """The demo's CPU fit (``cpu_small``, ResNet18 from random weights) on ``tests.test_models.easy_set``, 4 epochs,
-    with :data:`REFERENCE_TORCH_THREADS` torch threads.
+    """The demo's CPU fit (``cpu_small``, ResNet18 from random weights) on ``tests.test_models.easy_set``, 4 epochs
+    (single-threaded, as every model: :data:`sts_utils.data.models.TORCH_CPU_THREADS`).
 
     Returns its history (one row per epoch) and best epoch: what the committed reference holds.
     """
@@ -148,12 +142,7 @@ def tiny_fit() -> tuple[pd.DataFrame, int]:
                           default_seed=3)
     cfg = TrainConfig.from_run(run, "resnet18", pretrained="none")
     x, y = easy_set(4)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(REFERENCE_TORCH_THREADS)
-    try:
-        _, history, info = fit(x, y, x[::2], y[::2], cfg, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    _, history, info = fit(x, y, x[::2], y[::2], cfg, progress=False)
     return history, int(info["best_epoch"])
 
 

@@ -166,6 +166,18 @@ def data_dir_lock(folder: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def folder_update_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Wait for and hold an exclusive advisory lock on ``folder`` itself, for a short read-modify-write of a
+    file in it by processes that run side by side (no lock file is left behind)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

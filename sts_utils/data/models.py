@@ -42,6 +42,10 @@ _WEIGHTS_ENUM = {"resnet18": "ResNet18_Weights", "inception_v3": "Inception_V3_W
 _WARNED: set[str] = set()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torch threads of every process that builds a model. One: torch splits a CPU reduction by thread count, so
+#: with the machine's default (its core count) another machine gave other last bits and moved CNN rows; one
+#: thread gives the same numbers on any machine, and ``make paper`` runs pages side by side instead (``JOBS``).
+TORCH_CPU_THREADS = 1
 
 
 class WeightsNotAvailableError(FileNotFoundError):
@@ -167,6 +171,8 @@ def build_model(backbone: str, pretrained: str = "auto", image_size: int | None 
         ``pretrained='imagenet'`` and the weights file is not in the cache and cannot be downloaded.
     """
     check_backbone(backbone)
+    # every fit, prediction and attribution starts from a model built here
+    torch.set_num_threads(TORCH_CPU_THREADS)
     pretrained = str(pretrained).lower()
     if pretrained not in ("imagenet", "none", "auto"):
         raise ValueError(f"pretrained must be 'imagenet', 'none' or 'auto', got {pretrained!r}")

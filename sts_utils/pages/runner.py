@@ -29,6 +29,10 @@ Two more modes serve the Makefile:
     prints the table of ``FILE`` (``<output folder>/timings.csv``, where every successful run records
     its page's wall seconds, one row per page, replaced on a rerun) with the total (``make paper`` ends
     with it).
+``--locked DATASET [-p DATA_DIR D] -- COMMAND ...``
+    runs COMMAND (``make paper``'s inner make, which runs ``JOBS`` pages at once) holding the dataset's
+    data folder lock; the pages it starts share it (``STS_LOCK_HELD``), and another run on the folder is
+    refused as before. A name that is no dataset takes no lock (its first page says what is wrong).
 ``--target FILE``
     with a notebook to execute: the stage's make target. A run that fails after writing it removes it
     (make's own deletion is switched off for stage targets, because make also deletes a target that
@@ -44,6 +48,7 @@ import difflib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -55,7 +60,7 @@ import yaml
 
 from sts_utils.core.config import FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir, is_known_dataset
 from sts_utils.core.errors import DataDirLocked
-from sts_utils.core.io import data_dir_lock, write_text_atomic
+from sts_utils.core.io import data_dir_lock, folder_update_lock, write_text_atomic
 
 # jupytext, nbformat, papermill and jupyter_client are imported where they are used: the stamp checks
 # and the timings table, which make runs on every call, need none of them (about a second of start-up)
@@ -259,7 +264,7 @@ def check_stamps(checks: list[tuple[str | os.PathLike, str | os.PathLike, dict[s
 # ------------------------------------------------------------------------------------------ timings
 
 TIMINGS = "timings.csv"
-TIMING_COLUMNS = ("page", "seconds", "finished_utc")
+TIMING_COLUMNS = ("page", "seconds", "started_utc", "finished_utc")
 
 
 def read_timings(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -272,16 +277,24 @@ def read_timings(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def record_timing(path: str | os.PathLike, page: str, seconds: float, finished: datetime | None = None) -> Path:
-    """Set ``page``'s row of the timings file ``path`` (a rerun replaces it), rows sorted by page, atomically."""
-    finished = finished or datetime.now(timezone.utc)
-    rows = {r["page"]: r for r in read_timings(path)}
-    rows[page] = {"page": page, "seconds": f"{seconds:.1f}",
-                  "finished_utc": finished.astimezone(timezone.utc).isoformat(timespec="seconds")}
-    out = StringIO()
-    writer = csv.DictWriter(out, fieldnames=TIMING_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows[p] for p in sorted(rows))
-    return write_text_atomic(path, out.getvalue())
+    """Set ``page``'s row of the timings file ``path`` (a rerun replaces it), rows sorted by page, atomically.
+
+    Pages that run side by side (``make paper JOBS=2``) record under one lock (on the folder), so no
+    page's row is lost to another's read-modify-write.
+    """
+    finished = (finished or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    started = datetime.fromtimestamp(finished.timestamp() - seconds, timezone.utc)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with folder_update_lock(path.parent):
+        rows = {r["page"]: r for r in read_timings(path)}
+        rows[page] = {"page": page, "seconds": f"{seconds:.1f}", "started_utc": started.isoformat(timespec="seconds"),
+                      "finished_utc": finished.isoformat(timespec="seconds")}
+        out = StringIO()
+        writer = csv.DictWriter(out, fieldnames=TIMING_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[p] for p in sorted(rows))
+        return write_text_atomic(path, out.getvalue())
 
 
 def _hms(seconds: float) -> str:
@@ -290,11 +303,12 @@ def _hms(seconds: float) -> str:
 
 
 def timings_table(path: str | os.PathLike) -> str:
-    """The timings file as a text table: one line per page (seconds, h:mm:ss, when it finished) and the total."""
+    """The timings file as a text table: one line per page (seconds, h:mm:ss, when it finished), the pages'
+    total and their wall span (first start to last finish; less than the total when pages ran side by side)."""
     rows = read_timings(path)
     if not rows:
         return f"no page timings recorded in {path}"
-    width = max(len("total"), *(len(r["page"]) for r in rows))
+    width = max(len("wall (span)"), *(len(r["page"]) for r in rows))
     lines = [f"{'page':<{width}}  {'seconds':>9}  {'h:mm:ss':>8}  finished (UTC)"]
     total = 0.0
     for r in rows:
@@ -302,7 +316,26 @@ def timings_table(path: str | os.PathLike) -> str:
         total += sec
         lines.append(f"{r['page']:<{width}}  {sec:>9.1f}  {_hms(sec):>8}  {r['finished_utc']}")
     lines.append(f"{'total':<{width}}  {total:>9.1f}  {_hms(total):>8}")
+    starts = [datetime.fromisoformat(r["started_utc"]) for r in rows if r.get("started_utc")]
+    if len(starts) == len(rows):  # files written before started_utc was recorded have no span
+        span = max(datetime.fromisoformat(r["finished_utc"]) for r in rows) - min(starts)
+        lines.append(f"{'wall (span)':<{width}}  {span.total_seconds():>9.1f}  {_hms(span.total_seconds()):>8}")
     return "\n".join(lines)
+
+
+def run_locked(dataset: str, data_dir: str | os.PathLike | None, command: list[str]) -> int:
+    """Run ``command`` holding ``dataset``'s data folder lock (shared with the pages it starts); its exit status.
+
+    An interrupt reaches the command too (one process group): the lock is kept until it has cleaned up.
+    """
+    known = is_known_dataset(dataset, data_dir)
+    with data_dir_lock(dataset_dir(dataset, data_dir)) if known else contextlib.nullcontext():
+        proc = subprocess.Popen(command)
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue
 
 
 #: Kernel option that keeps the kernel's own stdout/stderr (progress, logs) out of the executed notebook.
@@ -466,7 +499,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deps", action="store_true", help="print make variables of each notebook's package files")
     ap.add_argument("--timings", default=None, metavar="CSV", help="print this timings file as a table")
     ap.add_argument("--target", default=None, help="the stage's make target, removed when a run that wrote it fails")
+    ap.add_argument("--locked", default=None, metavar="DATASET",
+                    help="run the command after -- holding the dataset's data folder lock")
     args = ap.parse_args(argv)
+    if args.locked:
+        if not args.source:
+            ap.error("--locked DATASET [-p DATA_DIR D] -- COMMAND ...: give the command")
+        try:
+            return run_locked(args.locked, dict(args.param).get("DATA_DIR"), args.source)
+        except DataDirLocked as exc:
+            print(f"*** {' '.join(args.source)[:80]} not run: {exc}", file=sys.stderr)
+            return 1
     if args.deps:
         sys.stdout.write(make_dependencies(args.source))
         return 0
