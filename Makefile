@@ -210,13 +210,10 @@ predict: $(STAMP)
 # Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
 # in OPTUNA_STORAGE (a journal file path, or an RDB URL such as postgresql://...); the same command on other
 # machines with the same storage adds workers. `make train` then refits from the finished study.
-SEARCH_VARS := IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS \
-	TRIAL_EPOCHS PRETRAINED FREEZE DEVICE TRAIN_SEED PRUNER COMPILE
-SEARCH_PARAMS = $(foreach v,$(SEARCH_VARS),$(if $(filter command line environment environment override,$(origin $(v))),--param $(v)='$($(v))'))
 search: $(D)/splits.csv | $(STAMP)
 	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.stages.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
-		--seed $(SEED) $(if $(PROFILE),--profile $(PROFILE)) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) \
-		$(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) $(if $(OPTUNA_STORAGE),--storage '$(OPTUNA_STORAGE)') $(SEARCH_PARAMS)
+		--seed $(SEED) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
+		$(foreach v,$(PAGE_VARS),--param $(v)='$($(v))')
 
 # ---------------------------------------------------------------------------------------------- tools
 test: $(STAMP)
