@@ -107,17 +107,8 @@ paper: | $(STAMP)
 	@$(PY) -m sts_utils.pages.runner --timings $(B)/timings.csv
 paper-pages: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)
 
-data: $(D)/cells.csv
-scalograms: $(D)/scalograms/index.csv
-splits: $(D)/splits.csv
 train: $(D)/models/$(BACKBONE)/model.pt
 train-all: $(MODEL_FILES)
-baseline: $(D)/baseline/predictions.csv
-evaluate: $(F)/results_table.csv
-saliency: $(F)/deletion_table.csv
-comparison: $(F)/comparison_table.csv
-new-cells: $(F)/new_cells_summary.csv
-rig-recordings: $(F)/rig_recordings_summary.csv
 
 # Each stage depends on (1) its notebook, (2) the package files that notebook imports, derived from the
 # imports into $(DEPS_MK), (3) a stamp of its resolved parameters, dated at the stage's last run when its
@@ -125,6 +116,16 @@ rig-recordings: $(F)/rig_recordings_summary.csv
 # call; the `+` runs it under `make -n` too, so a dry run plans exactly what a real run would do), (4) its
 # inputs. The deps file and the raw-file list are made only when a stage is requested (`make help` is instant).
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+# a stage: its goal, and the page run that makes its target (every page gets BACKBONES; one that does not
+# declare it ignores it, as it ignores any parameter it does not declare)
+define stage_rule
+$(1): $(3)
+STAGE_PAGES += $(2)
+STAGE_TARGETS += $(3)
+$(3): notebooks/$(2).py $$(DEPS_$(2)) $(P)/$(2).json $(4) | $(STAMP)
+	$$(RUN) $$< $(B)/$(2).ipynb $$(PARAMS) $$(BACKBONES_PARAM) --target $$@
+endef
+stage = $(eval $(call stage_rule,$(strip $(1)),$(strip $(2)),$(strip $(3)),$(strip $(4))))
 DEPS_MK := $(BUILD_DIR)/deps.mk
 STAGE_GOALS := paper-pages data scalograms splits train train-all baseline evaluate saliency comparison new-cells rig-recordings search
 P := $(B)/.params
@@ -140,61 +141,39 @@ RAW_FILES := $(wildcard $(D)/dataset.yaml $(D)/labels.csv) $(shell test -d $(D)/
 	! -name demo_files.json ! -name '*.part*' 2>/dev/null)
 endif
 
-# every stage's stamp (training: one per backbone of BACKBONES and BACKBONE), each checked with the parameters
-# its stage's recipe passes; one grouped rule (GNU make 4.3 or later), so one start-up dates them all
+# The stages: make goal, page (notebooks/<page>.py), the artifact that marks it done, and its inputs besides the
+# page, its package files and its parameter stamp. One rule per row (stage_rule below); training is the pattern
+# rule after the table, one run per backbone.
+#            goal            page                 target                           inputs
+$(call stage,data,           01_data_acquisition, $(D)/cells.csv,                  $(RAW_FILES))
+$(call stage,scalograms,     02_scalograms,       $(D)/scalograms/index.csv,       $(D)/cells.csv)
+$(call stage,splits,         03_splitting,        $(D)/splits.csv,                 $(D)/scalograms/index.csv)
+$(call stage,baseline,       05_baseline,         $(D)/baseline/predictions.csv,   $(D)/splits.csv)
+$(call stage,evaluate,       06_testing,          $(F)/results_table.csv,          $(MODEL_FILES) $(D)/baseline/predictions.csv)
+$(call stage,saliency,       07_saliency,         $(F)/deletion_table.csv,         $(F)/results_table.csv)
+$(call stage,comparison,     08_comparison,       $(F)/comparison_table.csv,       $(F)/results_table.csv)
+$(call stage,new-cells,      09_new_cells,        $(F)/new_cells_summary.csv,      $(MODEL_FILES) $(D)/cells.csv $(F)/results_table.csv)
+$(call stage,rig-recordings, 10_rig_recordings,   $(F)/rig_recordings_summary.csv, $(F)/new_cells_summary.csv)
+
+$(D)/models/%/model.pt: notebooks/04_finetune.py $(DEPS_04_finetune) $(P)/04_finetune_%.json $(D)/splits.csv | $(STAMP)
+	$(RUN) $< $(B)/04_finetune_$*.ipynb $(PARAMS) -p BACKBONE $* --target $@
+
+# Every stage's stamp (training: one per backbone of BACKBONES and BACKBONE) is dated by one grouped rule
+# (GNU make 4.3 or later), so one runner start-up checks them all, each with the parameters its recipe passes.
 STAMP_BACKBONES = $(sort $(BACKBONES) $(BACKBONE))
-STAGE_STAMPS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline 06_testing 07_saliency \
-	08_comparison 09_new_cells 10_rig_recordings,$(P)/$(n).json) $(foreach b,$(STAMP_BACKBONES),$(P)/04_finetune_$(b).json)
-STAMP_CHECKS = $(foreach n,01_data_acquisition 02_scalograms 03_splitting 05_baseline,--check $(P)/$(n).json notebooks/$(n).py) \
-	$(foreach n,06_testing 07_saliency 08_comparison 09_new_cells 10_rig_recordings,--check $(P)/$(n).json notebooks/$(n).py 'BACKBONES=$(BACKBONES_VALUE)') \
+STAGE_STAMPS = $(foreach n,$(STAGE_PAGES),$(P)/$(n).json) $(foreach b,$(STAMP_BACKBONES),$(P)/04_finetune_$(b).json)
+STAMP_CHECKS = $(foreach n,$(STAGE_PAGES),--check $(P)/$(n).json notebooks/$(n).py 'BACKBONES=$(BACKBONES_VALUE)') \
 	$(foreach b,$(STAMP_BACKBONES),--check $(P)/04_finetune_$(b).json notebooks/04_finetune.py BACKBONE=$(b))
 $(STAGE_STAMPS) &: FORCE | $(STAMP)
 	+@$(RUN) --stamps $(PARAMS) $(STAMP_CHECKS)
 # a training stamp of another backbone (a model file asked for by name)
 $(P)/04_finetune_%.json: FORCE | $(STAMP)
 	+@$(RUN) --stamp $@ notebooks/04_finetune.py $(PARAMS) -p BACKBONE $*
-# never deleted by .DELETE_ON_ERROR or an interrupt (a lost stamp reruns its stage), nor taken for
-# intermediate files of the pattern rule
-.PRECIOUS: $(STAGE_STAMPS) $(P)/04_finetune_%.json
+# stamps and targets are never deleted by .DELETE_ON_ERROR or an interrupt (a lost stamp reruns its stage;
+# a failed run removes its own target), nor taken for intermediate files of the pattern rule
+.PRECIOUS: $(STAGE_STAMPS) $(P)/04_finetune_%.json $(STAGE_TARGETS) $(D)/models/%/model.pt
 FORCE:
 .PHONY: FORCE
-
-STAGE_TARGETS = $(D)/cells.csv $(D)/scalograms/index.csv $(D)/splits.csv $(D)/models/%/model.pt \
-	$(D)/baseline/predictions.csv $(F)/results_table.csv $(F)/deletion_table.csv $(F)/comparison_table.csv \
-	$(F)/new_cells_summary.csv $(F)/rig_recordings_summary.csv
-.PRECIOUS: $(STAGE_TARGETS)
-
-$(D)/cells.csv: notebooks/01_data_acquisition.py $(DEPS_01_data_acquisition) $(P)/01_data_acquisition.json $(RAW_FILES) | $(STAMP)
-	$(RUN) $< $(B)/01_data_acquisition.ipynb $(PARAMS) --target $@
-
-$(D)/scalograms/index.csv: notebooks/02_scalograms.py $(DEPS_02_scalograms) $(P)/02_scalograms.json $(D)/cells.csv | $(STAMP)
-	$(RUN) $< $(B)/02_scalograms.ipynb $(PARAMS) --target $@
-
-$(D)/splits.csv: notebooks/03_splitting.py $(DEPS_03_splitting) $(P)/03_splitting.json $(D)/scalograms/index.csv | $(STAMP)
-	$(RUN) $< $(B)/03_splitting.ipynb $(PARAMS) --target $@
-
-$(D)/models/%/model.pt: notebooks/04_finetune.py $(DEPS_04_finetune) $(P)/04_finetune_%.json $(D)/splits.csv | $(STAMP)
-	$(RUN) $< $(B)/04_finetune_$*.ipynb $(PARAMS) -p BACKBONE $* --target $@
-
-$(D)/baseline/predictions.csv: notebooks/05_baseline.py $(DEPS_05_baseline) $(P)/05_baseline.json $(D)/splits.csv | $(STAMP)
-	$(RUN) $< $(B)/05_baseline.ipynb $(PARAMS) --target $@
-
-# the results table has a row per backbone and one for the LightGBM baseline
-$(F)/results_table.csv: notebooks/06_testing.py $(DEPS_06_testing) $(P)/06_testing.json $(MODEL_FILES) $(D)/baseline/predictions.csv | $(STAMP)
-	$(RUN) $< $(B)/06_testing.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
-
-$(F)/deletion_table.csv: notebooks/07_saliency.py $(DEPS_07_saliency) $(P)/07_saliency.json $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/07_saliency.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
-
-$(F)/comparison_table.csv: notebooks/08_comparison.py $(DEPS_08_comparison) $(P)/08_comparison.json $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/08_comparison.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
-
-$(F)/new_cells_summary.csv: notebooks/09_new_cells.py $(DEPS_09_new_cells) $(P)/09_new_cells.json $(MODEL_FILES) $(D)/cells.csv $(F)/results_table.csv | $(STAMP)
-	$(RUN) $< $(B)/09_new_cells.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
-
-# real recordings of other rigs (RIG_DIR, default ../shared/data/rig_recordings) through the bundles page 09 exported
-$(F)/rig_recordings_summary.csv: notebooks/10_rig_recordings.py $(DEPS_10_rig_recordings) $(P)/10_rig_recordings.json $(F)/new_cells_summary.csv | $(STAMP)
-	$(RUN) $< $(B)/10_rig_recordings.ipynb $(PARAMS) $(BACKBONES_PARAM) --target $@
 
 # Model bundles (state dict, bundle.json, MODEL_CARD.md) and new recordings classified by them
 #   make export DATASET=demo BACKBONE=resnet18|all [OUT=folder]
@@ -210,13 +189,10 @@ predict: $(STAMP)
 # Hyperparameter search by N_WORKERS processes (one per visible GPU when there are GPUs) sharing one Optuna study
 # in OPTUNA_STORAGE (a journal file path, or an RDB URL such as postgresql://...); the same command on other
 # machines with the same storage adds workers. `make train` then refits from the finished study.
-SEARCH_VARS := IMAGE_SIZE EPOCHS BATCH_SIZE LR LR_DECAY DECAY_PERIOD PATIENCE DROPOUT CLASS_WEIGHTS N_TRIALS N_FOLDS \
-	TRIAL_EPOCHS PRETRAINED FREEZE DEVICE TRAIN_SEED PRUNER COMPILE
-SEARCH_PARAMS = $(foreach v,$(SEARCH_VARS),$(if $(filter command line environment environment override,$(origin $(v))),--param $(v)='$($(v))'))
 search: $(D)/splits.csv | $(STAMP)
 	STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.stages.search --dataset $(DATASET) --backbone $(BACKBONE) --data-dir $(DATA_DIR) \
-		--seed $(SEED) $(if $(PROFILE),--profile $(PROFILE)) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) \
-		$(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) $(if $(OPTUNA_STORAGE),--storage '$(OPTUNA_STORAGE)') $(SEARCH_PARAMS)
+		--seed $(SEED) $(if $(N_WORKERS),--n-workers $(N_WORKERS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
+		$(foreach v,$(PAGE_VARS),--param $(v)='$($(v))')
 
 # ---------------------------------------------------------------------------------------------- tools
 test: $(STAMP)

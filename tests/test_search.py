@@ -5,6 +5,7 @@ tests/conftest.py: a throwaway server from the system binaries; skipped outside 
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sts_utils.core import parameters
 from sts_utils.data import profiles, studies
 from sts_utils.stages import search
 from tests import postgres
@@ -248,3 +250,36 @@ def test_command_line_trial_count_and_pruner_are_used_or_refused():
         settings("--param", "N_TRIALS=4", "--n-trials", "5")
     with pytest.raises(SystemExit, match=r"--pruner median and --param PRUNER=hyperband disagree"):
         settings("--param", "PRUNER=hyperband", "--pruner", "median")
+
+
+def test_the_search_accepts_exactly_the_training_page_parameters():
+    """issue 24, item 3: make forwards every command-line variable; the training page's cell is the one list."""
+    page = parameters.source_parameters(ROOT / parameters.TRAINING_PAGE)
+    settings = [p for p in page if p not in profiles.PAGE_ONLY_PARAMETERS]
+    for name in settings:  # every setting on the page reaches the run's settings under its key
+        key, _ = search.parse_param(f"{name}=None")
+        assert key in profiles.resolve_profile("cpu_small", "demo", "resnet18", {}), name
+    with pytest.raises(ValueError, match=r"--param EPOCH \(did you mean EPOCHS\?\): not a setting of "
+                                         r"notebooks/04_finetune.py; its settings are BATCH_SIZE, "):
+        search.parse_param("EPOCH=5")
+    args = search.build_parser().parse_args(["--dataset", "demo", "--backbone", "resnet18", "--param", "PROFILE=cpu_fixed",
+                                             "--param", f"OPTUNA_STORAGE={ROOT}/x.journal", "--param", "EPOCHS=3"])
+    assert search.cli_overrides(args) == {"epochs": 3}
+    assert (args.profile, args.storage) == ("cpu_fixed", f"{ROOT}/x.journal")
+    args = search.build_parser().parse_args(["--dataset", "demo", "--backbone", "resnet18", "--profile", "paper",
+                                             "--param", "PROFILE=cpu_fixed"])
+    with pytest.raises(SystemExit, match=r"--profile paper and --param PROFILE=cpu_fixed disagree"):
+        search.cli_overrides(args)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_search_refuses_a_name_the_training_page_does_not_declare(tmp_path):
+    venv = Path(sys.prefix)
+    # -o: the environment and the splits taken as made, so the search's own command line is what answers
+    r = subprocess.run(["make", "--no-print-directory", "search", f"VENV={venv}", "-o", str(venv / ".sts-installed"),
+                        "-o", str(tmp_path / "demo" / "splits.csv"), f"DATA_DIR={tmp_path}", f"BUILD_DIR={tmp_path / 'build'}",
+                        "N_SCALES=128"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: --param N_SCALES (did you mean N_TRIALS?): not a setting of notebooks/04_finetune.py; "
+                           "its settings are BATCH_SIZE, CLASS_WEIGHTS, COMPILE,")

@@ -16,6 +16,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
+from sts_utils.core import parameters
 from sts_utils.pages import runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ print(DATASET)
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_quick_parameter_reading_agrees_with_jupytext(notebook):
-    assert runner.source_parameters(notebook) == runner.declared_parameters(jupytext.read(notebook))
+    assert parameters.source_parameters(notebook) == parameters.declared_parameters(jupytext.read(notebook))
 
 
 def stamps(tmp_path, *args):

@@ -98,13 +98,14 @@ PROFILES: dict[str, dict] = {
 }
 PRUNERS = ("none", "median", "hyperband")
 
-#: Notebook 04 parameter -> key of a run's settings (what ``--param NAME=VALUE`` accepts).
-NOTEBOOK_PARAMS = {
-    "IMAGE_SIZE": "image_size", "EPOCHS": "epochs", "BATCH_SIZE": "batch_size", "LR": "lr", "LR_DECAY": "lr_decay",
-    "DECAY_PERIOD": "decay_period", "PATIENCE": "patience", "DROPOUT": "dropout", "CLASS_WEIGHTS": "class_weights",
-    "N_TRIALS": "n_trials", "N_FOLDS": "n_folds", "TRIAL_EPOCHS": "trial_epochs", "PRETRAINED": "pretrained",
-    "FREEZE": "freeze", "DEVICE": "device", "TRAIN_SEED": "seed", "PRUNER": "pruner", "COMPILE": "compile",
-}
+#: Parameters of the training page that are not settings of a run: the page's place and the search's storage.
+PAGE_ONLY_PARAMETERS = ("DATASET", "SEED", "DATA_DIR", "FIGURES_DIR", "BACKBONE", "PROFILE", "OPTUNA_STORAGE")
+
+
+def settings_key(parameter: str) -> str:
+    """The key of a run's settings that a training-page parameter sets: its name in lower case
+    (``EPOCHS`` -> ``epochs``), except ``TRAIN_SEED`` -> ``seed`` (``SEED`` is the compendium's)."""
+    return "seed" if parameter == "TRAIN_SEED" else parameter.lower()
 #: Settings that change neither the data nor the search, so they are left out of the study name.
 _NOT_IN_NAME = ("n_trials", "device", "compile", "profile")
 

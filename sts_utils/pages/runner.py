@@ -44,10 +44,8 @@ import argparse
 import ast
 import contextlib
 import csv
-import difflib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -56,85 +54,17 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from sts_utils.core.config import FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir, is_known_dataset
 from sts_utils.core.errors import DataDirLocked
 from sts_utils.core.io import data_dir_lock, folder_update_lock, write_text_atomic
+from sts_utils.core.parameters import declared_parameters, parse_value, source_parameters, undeclared_parameters
 
 # jupytext, nbformat, papermill and jupyter_client are imported where they are used: the stamp checks
 # and the timings table, which make runs on every call, need none of them (about a second of start-up)
 
 KERNEL_NAME = "sts"
 PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def parse_value(text: str) -> Any:
-    """Parameter values as YAML scalars/lists: ``5`` -> 5, ``[40, 50]`` -> list, ``null`` -> None."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parameter_cell(nb) -> str:
-    """Source of the cell tagged ``parameters`` (a ``ValueError`` when there is none)."""
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return cell.source
-    raise ValueError("the notebook has no cell tagged 'parameters'")
-
-
-def _literal_assignments(code: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if isinstance(t, ast.Name):
-                    out[t.id] = ast.literal_eval(node.value)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            out[node.target.id] = ast.literal_eval(node.value)
-    return out
-
-
-def declared_parameters(nb) -> dict[str, Any]:
-    """Names assigned in the notebook's ``parameters`` cell, with their default values (literals)."""
-    return _literal_assignments(parameter_cell(nb))
-
-
-_CELL_MARKER = re.compile(r"^#\s*%%(?!%)(?P<options>.*)$")
-_PARAMETERS_TAG = re.compile(r"""tags\s*=\s*\[[^\]]*["']parameters["']""")
-
-
-def percent_parameter_cell(text: str) -> str | None:
-    """Source of the ``# %% tags=["parameters"]`` cell of a jupytext percent-format text (None: no such cell).
-
-    What :func:`parameter_cell` finds through jupytext, without loading it (tests/test_runner.py checks
-    that both agree on every notebook).
-    """
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = _CELL_MARKER.match(line)
-        if m and _PARAMETERS_TAG.search(m.group("options")):
-            body = []
-            for rest in lines[i + 1:]:
-                if _CELL_MARKER.match(rest):
-                    break
-                body.append(rest)
-            return "\n".join(body)
-    return None
-
-
-def source_parameters(source: str | os.PathLike) -> dict[str, Any]:
-    """The declared parameters of a notebook source: read directly from a percent-format ``.py`` file,
-    through jupytext otherwise."""
-    source = Path(source)
-    if source.suffix == ".py":
-        cell = percent_parameter_cell(source.read_text())
-        if cell is not None:
-            return _literal_assignments(cell)
-    import jupytext
-    return declared_parameters(jupytext.read(source))
 
 
 def resolved_parameters(source: str | os.PathLike, parameters: dict[str, Any] | None,
@@ -223,27 +153,6 @@ def check_stamp(source: str | os.PathLike, stamp: str | os.PathLike, parameters:
         return True
     write_text_atomic(stamp, json.dumps({"params": None, "started": 0.0}) + "\n")  # nothing known: a run is due
     return True
-
-
-def undeclared_parameters(parameters: dict[str, Any], sources: list[str | os.PathLike]) -> str | None:
-    """A one-line refusal naming each of ``parameters`` that no notebook of ``sources`` declares, else None.
-
-    make passes every variable of its command line to every stage, and each page takes the ones its
-    ``parameters`` cell declares; a name that none declares (``EPOCH=5``) would otherwise change nothing.
-    """
-    declared: dict[str, list[str]] = {}
-    for source in dict.fromkeys(str(s) for s in sources):
-        for name in source_parameters(source):
-            declared.setdefault(name, []).append(Path(source).stem)
-    unknown = [name for name in parameters if name not in declared]
-    if not unknown:
-        return None
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(declared), n=1)
-        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return (f"{', '.join(hints)}: not a parameter of any page ({', '.join(Path(s).stem for s in dict.fromkeys(map(str, sources)))}); "
-            f"the pages' parameters are {', '.join(sorted(declared))}")
 
 
 def check_stamps(checks: list[tuple[str | os.PathLike, str | os.PathLike, dict[str, Any]]],

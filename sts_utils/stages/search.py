@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import optuna
 from tqdm import tqdm
 
 from sts_utils.core.config import progress_stream
-from sts_utils.data.profiles import NOTEBOOK_PARAMS, PROFILES, PRUNERS, data_hashes, resolve_profile, study_name
+from sts_utils.core.parameters import TRAINING_PAGE, training_page_parameters
+from sts_utils.data.profiles import PAGE_ONLY_PARAMETERS, PROFILES, PRUNERS, data_hashes, resolve_profile, settings_key, study_name
 from sts_utils.data.studies import count_trials, open_storage, storage_spec, study_exists
 
 
@@ -100,21 +102,30 @@ def launch_workers(commands: Sequence[Sequence[str]], envs: Sequence[dict], name
     return next((c for c in codes if c != 0), 0)
 
 
-def parse_param(text: str) -> tuple[str, object]:
-    """``NAME=VALUE`` (a notebook parameter name or a settings key) -> (settings key, Python value)."""
+def parse_param(text: str, accepted: Iterable[str] | None = None) -> tuple[str, object]:
+    """``NAME=VALUE`` (a parameter of the training page) -> (settings key, Python value).
+
+    ``accepted``: the names allowed (default: the training page's parameters that are settings of a run);
+    another name is refused in one line that names the page and its parameters.
+    """
     if "=" not in text:
         raise ValueError(f"--param needs NAME=VALUE, got {text!r}")
-    name, raw = text.split("=", 1)
-    key = NOTEBOOK_PARAMS.get(name.strip(), name.strip().lower())
-    raw = raw.strip()
+    name, raw = (part.strip() for part in text.split("=", 1))
+    if accepted is None:
+        accepted = [p for p in training_page_parameters() if p not in PAGE_ONLY_PARAMETERS]
+    accepted = sorted(accepted)
+    if name not in accepted:
+        close = difflib.get_close_matches(name, accepted, n=1)
+        raise ValueError(f"--param {name}{f' (did you mean {close[0]}?)' if close else ''}: not a setting of {TRAINING_PAGE}; "
+                         f"its settings are {', '.join(accepted)}")
     if raw in ("None", "null", ""):  # papermill's None; the string "none" (PRETRAINED=none) stays a string
-        return key, None
+        return settings_key(name), None
     if raw.lower() in ("true", "false"):
-        return key, raw.lower() == "true"
+        return settings_key(name), raw.lower() == "true"
     try:
-        return key, ast.literal_eval(raw)
+        return settings_key(name), ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        return key, raw
+        return settings_key(name), raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,19 +150,39 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pruner", default=None, choices=PRUNERS, help="default: the profile's (paper: none)")
     ap.add_argument("--seed", type=int, default=0, help="the compendium SEED (used when the profile pins no seed)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="a notebook-04 parameter (EPOCHS=5, TRIAL_EPOCHS=2, PRETRAINED=none, ...); repeatable")
+                    help=f"a parameter of {TRAINING_PAGE} (EPOCHS=5, TRIAL_EPOCHS=2, PRETRAINED=none, ...; no other "
+                         "name is accepted); repeatable")
     ap.add_argument("--log-dir", default=None, help="write each worker's output to worker<k>.log there")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
 
+#: Training-page parameters that ``make search`` forwards as ``--param`` but that are options of this command.
+_OPTION_PARAMETERS = {"PROFILE": "profile", "OPTUNA_STORAGE": "storage"}
+
+
 def cli_overrides(args: argparse.Namespace) -> dict:
     """The settings a command line asks for: its ``--param`` values and the options ``--n-trials``/``--pruner``.
 
-    An option that is not given leaves the ``--param`` value (or the profile's) alone; an option that
-    contradicts a ``--param`` of the same setting is refused, never silently preferred.
+    ``--param PROFILE=…`` and ``--param OPTUNA_STORAGE=…`` (what make forwards) set ``args.profile`` and
+    ``args.storage``. An option that is not given leaves the ``--param`` value (or the profile's) alone; an
+    option that contradicts a ``--param`` of the same setting is refused, never silently preferred.
     """
-    overrides = dict(parse_param(p) for p in args.param)
+    settings = []
+    for text in args.param:
+        name, _, value = text.partition("=")
+        option = _OPTION_PARAMETERS.get(name.strip())
+        if option is None:
+            settings.append(text)
+            continue
+        given = getattr(args, option)
+        if given not in (None, "auto") and given != value.strip():
+            raise SystemExit(f"--{option} {given} and --param {text} disagree: give the setting once")
+        setattr(args, option, value.strip() or None)
+    try:
+        overrides = dict(parse_param(p) for p in settings)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     for key, option in (("n_trials", "--n-trials"), ("pruner", "--pruner")):
         value = getattr(args, key)
         if value is None:
