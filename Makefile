@@ -1,6 +1,6 @@
 # STS compendium: every figure and table from the notebooks, executed with papermill.
 #
-#   make paper                      # the whole paper on DATASET (default: demo, simulated)
+#   make paper                      # the whole paper on DATASET (default: demo, simulated), JOBS=2 pages at a time
 #   make train BACKBONE=densenet121 EPOCHS=5
 #   make paper DATASET=teeter2018   # real spike trains (files in data/teeter2018/raw/ or internet)
 #   make paper DATASET=mylab        # your own recordings, registered by data/mylab/dataset.yaml (README)
@@ -54,7 +54,7 @@ RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.pages.runner
 	rig-recordings test-integration update-references lab bench clean clean-all
 
 help:
-	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen|<folder dataset>]  notebooks 01-09 (demo: and 10) -> figures/<dataset>/"
+	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen|<folder dataset>] [JOBS=2]  notebooks 01-09 (demo: and 10) -> figures/<dataset>/"
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells | rig-recordings"
 	@echo "make export BACKBONE=...|all   model bundles;   make predict MODELS='...' INPUT=... OUT=...   classify new recordings"
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"

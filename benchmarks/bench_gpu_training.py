@@ -37,7 +37,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from sts_utils.data.models import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model
+from sts_utils.core.config import BACKBONES, DEFAULT_IMAGE_SIZE
+from sts_utils.data.models import MIN_IMAGE_SIZE, build_model
 from sts_utils.stages.fit import amp_dtype
 
 SHAPE = (2, 180, 480)

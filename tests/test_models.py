@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sts_utils.data.models import (BACKBONES, WeightsNotAvailableError, build_model, load_checkpoint, save_checkpoint)
+from sts_utils.core.config import BACKBONES
+from sts_utils.data.models import WeightsNotAvailableError, build_model, load_checkpoint, save_checkpoint
 from sts_utils.stages.fit import TrainConfig, encode_labels, fit
 from sts_utils.stages.training import resolve_profile
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from sts_utils.stages import saliency
-from sts_utils.data.models import BACKBONES, build_model
+from sts_utils.core.config import BACKBONES
+from sts_utils.data.models import build_model
 
 
 class PatchModel(nn.Module):

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from sts_utils.core.config import CLASSES, logger, progress_stream
+from sts_utils.core.config import CLASSES, check_choice, logger, progress_stream
 
 E_NA_MV, E_K_MV, E_CA_MV = 50.0, -90.0, 120.0
 
@@ -115,8 +115,7 @@ def draw_cell_parameters(labels: list[str] | np.ndarray, rng: np.random.Generato
     """
     rows = []
     for label in labels:
-        if label not in CLASS_PARAMETERS:
-            raise ValueError(f"unknown class {label!r}; expected one of {list(CLASS_PARAMETERS)}")
+        check_choice(label, CLASS_PARAMETERS, "class")
         spec = CLASS_PARAMETERS[label]
         row = {}
         for name in PARAMETER_NAMES:

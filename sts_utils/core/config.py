@@ -13,8 +13,9 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -67,6 +68,26 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 FIGURES_PREFIX = "figures:"
 
 logger = logging.getLogger("sts_utils")
+
+
+#: The ImageNet backbones the compendium fine-tunes, and the input size each was trained on in ImageNet (px):
+#: the paper's image sizes. Here, not beside the models, so that stages which must start without torch
+#: (the search launcher, the run profiles) share them.
+BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
+DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
+
+
+def check_choice(value: Any, choices: Iterable[Any], what: str) -> Any:
+    """``value`` when it is one of ``choices``; else a one-line ``ValueError`` naming ``what`` and the choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(map(str, choices))}")
+    return value
+
+
+def check_backbone(backbone: str) -> str:
+    """``backbone`` when it is one of :data:`BACKBONES`, else a one-line error listing them."""
+    return check_choice(backbone, BACKBONES, "backbone")
 
 
 def project_root() -> Path:

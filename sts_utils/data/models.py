@@ -31,11 +31,9 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from sts_utils.core.config import CLASSES, dataset_dir, logger, offline, require
+from sts_utils.core.config import CLASSES, DEFAULT_IMAGE_SIZE, check_backbone, dataset_dir, logger, offline, require
 from sts_utils.core.io import file_sha256, write_files_together
 
-BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobilenet_v2")
-DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
 MIN_IMAGE_SIZE = {"resnet18": 32, "inception_v3": 75, "densenet121": 32, "mobilenet_v2": 32}
 _WEIGHTS_ENUM = {"resnet18": "ResNet18_Weights", "inception_v3": "Inception_V3_Weights",
                  "densenet121": "DenseNet121_Weights", "mobilenet_v2": "MobileNet_V2_Weights"}
@@ -57,12 +55,6 @@ def imagenet_weights_file(backbone: str) -> tuple[Path, str]:
     weights = getattr(torchvision.models, _WEIGHTS_ENUM[check_backbone(backbone)]).IMAGENET1K_V1
     url = weights.url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
-
-
-def check_backbone(backbone: str) -> str:
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
-    return backbone
 
 
 def _construct(backbone: str, use_imagenet: bool) -> nn.Module:

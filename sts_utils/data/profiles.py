@@ -27,11 +27,10 @@ import hashlib
 import json
 import os
 
-from sts_utils.core.config import dataset_dir
+from sts_utils.core.config import DEFAULT_IMAGE_SIZE, check_backbone, check_choice, dataset_dir
 from sts_utils.core.io import file_sha256
 
 #: Image size of each backbone in the paper (torchvision's input sizes).
-PAPER_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
 
 #: Search spaces: ``name -> (kind, ...)`` with kind ``categorical`` (values), ``log`` / ``float`` / ``int`` (low, high).
 SPACES: dict[str, dict[str, tuple]] = {
@@ -82,14 +81,14 @@ PROFILES: dict[str, dict] = {
                   "epochs": 12, "batch_size": 16, "lr": 1e-3, "patience": 4, "n_trials": 0, "n_folds": 2,
                   "trial_epochs": 4},
     # the compendium's former "paper" settings: paper image sizes, a small search (a few GPU hours)
-    "gpu_small": {**_PROTOCOL_COMPENDIUM, "image_size": dict(PAPER_IMAGE_SIZE),
+    "gpu_small": {**_PROTOCOL_COMPENDIUM, "image_size": dict(DEFAULT_IMAGE_SIZE),
                   "epochs": 50, "batch_size": 16, "lr": 1e-4, "patience": 7, "n_trials": 20, "n_folds": 3,
                   "trial_epochs": 15},
     # the paper's protocol (see the module docstring); searched values are drawn per trial
     "paper": {
         "space": "paper", "protocol": "inner_holdout", "fold_seed": 42, "inner_val_fraction": 0.2,
         "refit": "mean_epochs", "refit_epochs": "stopped", "pruner": "none", "n_startup_trials": 10,
-        "image_size": dict(PAPER_IMAGE_SIZE), "epochs": 1000, "batch_size": 32, "lr": 1e-3, "lr_decay": 0.0,
+        "image_size": dict(DEFAULT_IMAGE_SIZE), "epochs": 1000, "batch_size": 32, "lr": 1e-3, "lr_decay": 0.0,
         "decay_period": 10, "patience": 10, "dropout": 0.0, "class_weights": False, "freeze": "NONE",
         "pretrained": "imagenet", "seed": 42, "val_fraction": 0.2, "lr_schedule": "paper", "min_improvement": 0.05,
         "restore_best": False, "compile": False, "channel_map": (0, 1, 0), "device": None,
@@ -139,8 +138,7 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
     ``default_seed`` (notebook ``SEED``). The result is flat: :data:`TRAIN_KEYS` plus ``profile``,
     ``space`` (the spec itself), ``n_trials``, ``n_folds``, ``trial_epochs`` and the protocol keys.
     """
-    if backbone not in PAPER_IMAGE_SIZE:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(PAPER_IMAGE_SIZE)}")
+    check_backbone(backbone)
     if profile == "auto":
         # the paper's protocol on real data; without CUDA it would take weeks, so small sizes are used there
         profile = "cpu_small" if dataset == "demo" else "paper" if cuda_available else "cpu_fixed"
@@ -156,13 +154,11 @@ def resolve_profile(profile: str, dataset: str, backbone: str, overrides: dict |
     run.update(overrides)
     run["seed"] = int(seed if seed is not None else run["seed"] if run["seed"] is not None else default_seed)
     if isinstance(run["space"], str):
-        if run["space"] not in SPACES:
-            raise ValueError(f"unknown search space {run['space']!r}; expected one of {', '.join(SPACES)}")
+        check_choice(run["space"], SPACES, "search space")
         run["space_name"], run["space"] = run["space"], SPACES[run["space"]]
     else:
         run["space_name"] = "custom"
-    if run["pruner"] not in PRUNERS:
-        raise ValueError(f"unknown pruner {run['pruner']!r}; expected one of {', '.join(PRUNERS)}")
+    check_choice(run["pruner"], PRUNERS, "pruner")
     run["channel_map"] = tuple(run["channel_map"])
     run["profile"] = profile
     return run

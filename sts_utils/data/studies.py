@@ -55,7 +55,7 @@ import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from sts_utils.core.config import dataset_dir, logger, progress_stream
+from sts_utils.core.config import check_choice, dataset_dir, logger, progress_stream
 from sts_utils.core.errors import SurplusTrial
 from sts_utils.data.profiles import PRUNERS
 
@@ -139,14 +139,12 @@ def study_exists(spec: str, name: str) -> bool:
 
 
 def make_pruner(name: str):
-    name = str(name).lower()
+    name = check_choice(str(name).lower(), PRUNERS, "pruner")
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
-    raise ValueError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
+    return optuna.pruners.HyperbandPruner(min_resource=1)  # "hyperband"
 
 
 # -------------------------------------------------------------------------------------------- workers

@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sts_utils.core.config import CLASSES, check_dataset, dataset_dir, figures_dir, logger, require
+from sts_utils.core.config import BACKBONES, CLASSES, check_backbone, check_dataset, dataset_dir, figures_dir, logger, require
 from sts_utils.compute.cwt import TRANSFORM_VERSION
 from sts_utils.core.errors import BundleError, MissingArtifactError, TableError
 from sts_utils.stages.evaluation import predict_test_split
 from sts_utils.core.io import file_sha256, package_versions, write_text_atomic
 from sts_utils.compute.metrics import classification_summary
-from sts_utils.data.models import (BACKBONES, ScalogramClassifier, build_model, check_backbone, checked_state_path, get_device,
+from sts_utils.data.models import (ScalogramClassifier, build_model, checked_state_path, get_device,
                      load_state_file, model_dir)
 from sts_utils.stages.scalograms import ScalogramParams
 from sts_utils.stages.splits import load_split

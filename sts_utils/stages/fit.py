@@ -25,9 +25,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from sts_utils.core.config import CLASSES, check_whole_number, logger, progress_stream, seed_everything
+from sts_utils.core.config import CLASSES, check_backbone, check_whole_number, logger, progress_stream, seed_everything
 from sts_utils.compute.metrics import balanced_accuracy
-from sts_utils.data.models import build_model, check_backbone, get_device
+from sts_utils.data.models import build_model, get_device
 
 LR_SCHEDULES = ("step", "paper")
 
@@ -139,9 +139,10 @@ def predict_proba(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: in
 
 
 @torch.no_grad()
-def _device_proba(model: nn.Module, x: torch.Tensor, batch_size: int, dtype: torch.dtype, images: bool = False
-                  ) -> torch.Tensor:
-    """Probabilities of scalograms (or, with ``images``, of mapped images) already on the GPU, left there."""
+def gpu_proba(model: nn.Module, x: torch.Tensor, batch_size: int, dtype: torch.dtype, images: bool = False
+              ) -> torch.Tensor:
+    """Class probabilities of scalograms (or, with ``images``, of mapped images) already on the GPU, left there
+    (``dtype``: the autocast type, :func:`amp_dtype`); for scoring inside a GPU fit or search without copies."""
     model.eval()
     out = []
     for s in range(0, len(x), batch_size):
@@ -268,7 +269,7 @@ def fit(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor | None, 
             best_epoch = epoch
             continue
         if cuda:
-            proba_t = _device_proba(model, xv, 2 * cfg.batch_size, dtype, images=True)
+            proba_t = gpu_proba(model, xv, 2 * cfg.batch_size, dtype, images=True)
             vloss_t = F.nll_loss(torch.log(proba_t.clamp_min(1e-12)), yv)
             host = torch.stack([vloss_t, total_t]).cpu()  # the one host synchronisation of the epoch
             val_loss, total = float(host[0]), float(host[1])

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
-from sts_utils.core.config import CLASSES, dataset_dir, require
+from sts_utils.core.config import CLASSES, check_choice, dataset_dir, require
 from sts_utils.compute.metrics import balanced_accuracy
 from sts_utils.data.models import get_device, last_conv_block, load_checkpoint, model_dir
 from sts_utils.data.store import ScalogramStore
@@ -42,8 +42,7 @@ def attribute(model, x: torch.Tensor, target: torch.Tensor | np.ndarray | list[i
     evidence for the target class). ``ig_internal_batch_size`` images (cells x path steps) go through
     the model at once for Integrated Gradients.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
+    check_choice(method, METHODS, "attribution method")
     model.eval()
     device = next(model.parameters()).device
     target = torch.as_tensor(np.asarray(target), dtype=torch.long)

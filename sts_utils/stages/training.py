@@ -32,11 +32,11 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from sts_utils.data import profiles, studies
-from sts_utils.core.config import CLASSES, check_whole_number, dataset_dir, logger
+from sts_utils.core.config import CLASSES, check_backbone, check_whole_number, dataset_dir, logger
 from sts_utils.core.io import file_sha256
 from sts_utils.compute.metrics import balanced_accuracy
-from sts_utils.data.models import check_backbone, get_device, model_dir, save_checkpoint
-from sts_utils.stages.fit import (TrainConfig, _device_proba, amp_dtype, as_tensor, encode_labels, fit, inner_holdout,
+from sts_utils.data.models import get_device, model_dir, save_checkpoint
+from sts_utils.stages.fit import (TrainConfig, gpu_proba, amp_dtype, as_tensor, encode_labels, fit, inner_holdout,
                                   predict_proba, train_val_split)
 from sts_utils.stages.splits import load_split
 from sts_utils.data.store import ScalogramStore
@@ -79,7 +79,7 @@ def make_objective(x: torch.Tensor, y: np.ndarray, base: TrainConfig, settings: 
                 itr, ies = inner_holdout(y[tr], float(s["inner_val_fraction"]), fold_seed)
                 model, hist, info = fit(x[tr[itr]], y[tr[itr]], x[tr[ies]], y[tr[ies]], cfg, progress=False)
                 if device.type == "cuda":
-                    pred = _device_proba(model, x[va].to(device), 2 * cfg.batch_size, amp_dtype(device)).argmax(1)
+                    pred = gpu_proba(model, x[va].to(device), 2 * cfg.batch_size, amp_dtype(device)).argmax(1)
                     pred = pred.cpu().numpy()
                 else:
                     pred = predict_proba(model, x[va], device=device).argmax(1)

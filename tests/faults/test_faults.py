@@ -302,7 +302,7 @@ def test_a_broken_cells_csv_is_one_line_naming_file_line_and_problem(demo_copy, 
 
 def test_unknown_backbone_is_one_line_naming_the_allowed_ones():
     from sts_utils.data import profiles
-    from sts_utils.data.models import BACKBONES
+    from sts_utils.core.config import BACKBONES
     from sts_utils.stages.fit import TrainConfig
     from sts_utils.stages.training import resolve_profile
 
