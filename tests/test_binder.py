@@ -76,11 +76,16 @@ def test_postbuild_registers_kernel_and_viewer():
         subprocess.run(["bash", "-n", str(post)], check=True)
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_make_env_sets_the_same_viewer():
-    """`make env`/`make lab` use the same jupytext-config call as postBuild."""
-    makefile = (ROOT / "Makefile").read_text()
-    assert "set-default-viewer python" in makefile
-    assert "--name sts" in makefile
+    """`make env` registers the `sts` kernel and sets jupytext's viewer, as postBuild does."""
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "env", "VENV=/nonexistent/venv"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    assert any("-m ipykernel install --sys-prefix --name sts " in line for line in plan)
+    assert any("jupytext-config --settings-file" in line and line.removesuffix(" >/dev/null").endswith("set-default-viewer python")
+               for line in plan)
+    post = (BINDER / "postBuild").read_text()
+    assert "set-default-viewer python" in post and "--name sts" in post
 
 
 @pytest.mark.parametrize("name", ["requirements.txt", "runtime.txt", "postBuild"])

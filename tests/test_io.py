@@ -65,6 +65,6 @@ def test_markdown_table_and_data_dir(tmp_path, monkeypatch):
 
 
 def test_seed_everything_rejects_bad_seed():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^SEED must be a non-negative integer, got -1$"):
         seed_everything(-1)
     assert seed_everything(3).integers(1000) == seed_everything(3).integers(1000)

@@ -101,13 +101,14 @@ def test_auto_uses_cached_imagenet_file(tmp_path):
 
 
 def test_bad_parameters_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unknown backbone 'vgg16'; expected one of resnet18, inception_v3, densenet121, "
+                                         r"mobilenet_v2$"):
         build_model("vgg16")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^inception_v3 needs image_size >= 75, got 32$"):
         build_model("inception_v3", pretrained="none", image_size=32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need lr > 0 .*got 0, 0.5"):
         TrainConfig(lr=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown class labels \['Chandelier'\]; expected \('Pvalb'"):
         encode_labels(["Pvalb", "Chandelier"])
     assert resolve_profile("auto", "demo", "inception_v3", {"epochs": 3})["image_size"] == 80
     expected = 299 if torch.cuda.is_available() else 80  # paper sizes on real data need a GPU

@@ -123,7 +123,7 @@ def test_corrupt_and_truncated_files_are_skipped_and_counted(tiny_demo, tmp_path
     files[1].write_bytes(data[: len(data) // 3])  # truncated download
     (tmp_path / "junk.nwb").write_bytes(b"not an hdf5 file at all")
     files[2] = tmp_path / "junk.nwb"
-    with pytest.raises(RecordingError):
+    with pytest.raises(RecordingError, match=r"cannot open .*junk.nwb as HDF5"):
         read_nwb2_sweep_table(files[2])
     sweeps, qc = scan_recordings(files, "nwb2", tmp_path, n_jobs=1)
     status = qc.set_index("specimen_id").qc_status

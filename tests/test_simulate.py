@@ -79,7 +79,7 @@ def test_same_seed_same_traces_other_seed_different():
 def test_cohort_design_is_balanced_and_checks_input():
     d = cohort_design(5, seed=0)
     assert d.label.value_counts().to_dict() == {c: 5 for c in CLASSES}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^n_cells_per_class must be >= 1, got 0$"):
         cohort_design(0, seed=0)
 
 

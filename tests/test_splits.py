@@ -31,7 +31,7 @@ def test_split_rejects_unknown_labels_and_bad_fraction():
     cells = cohort()
     with pytest.raises(ValueError, match="Unsure"):
         stratified_splits(cells.assign(label=["Unsure"] + list(cells.label[1:])))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^test_fraction must be in \(0, 1\), got 1.5$"):
         stratified_splits(cells, test_fraction=1.5)
 
 

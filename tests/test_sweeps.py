@@ -48,7 +48,7 @@ def test_missing_sweeps_and_silent_cell_and_nan_sweep():
     # a NaN sweep (trace could not be analysed) is never chosen: its neighbour is taken instead
     t = table([70, 90, 110, 130, 150], [1, 2, np.nan, 5, 7])
     assert select_suprathreshold_sweeps(t, (40, 50), max_distance_pa=30).amplitudes_pa == (130.0, 150.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^OFFSETS_PA must be finite and >= 0 pA, got \[-5, 50\]$"):
         select_suprathreshold_sweeps(t, (-5, 50))
 
 

@@ -76,9 +76,9 @@ def test_bad_parameters_fail_first_with_one_line():
         resolve_profile("auto", "demo", "vgg16", {})
     with pytest.raises(ValueError, match="unknown backbone"):
         TrainConfig(backbone="vgg16")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need lr > 0 and 0 <= lr_decay <= 1 \(0: no decay\), got 0.0001, -0.1"):
         TrainConfig(lr_decay=-0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^lr_schedule must be one of step, paper, got 'cosine'$"):
         TrainConfig(lr_schedule="cosine")
     assert TrainConfig(lr_decay=0).lr_decay == 0
 
