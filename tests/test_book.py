@@ -20,6 +20,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from optuna.trial import TrialState
 
+from tests.conftest import in_ci
 from sts_utils.data import profiles, studies
 from sts_utils.pages import book
 
@@ -192,7 +193,9 @@ def browser():
     path = check.find_browser(None)
     playwright = pytest.importorskip("playwright.sync_api")
     if path is None:
-        pytest.skip("no system Chromium")
+        if in_ci():
+            pytest.fail("no system Chromium, but CI is set: the browser tests must run (.ci/run installs it)")
+        pytest.skip("no system Chromium (apt-get install chromium)")
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=path, headless=True, args=check.CHROMIUM_ARGS)
         yield check, b
