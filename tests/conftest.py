@@ -16,6 +16,20 @@ os.environ.setdefault("STS_OFFLINE", "1")  # tests never download anything
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+#: The pages after page 02, in the order `make -n` plans them (training: once per backbone).
+LATER_PAGES = ["notebooks/03_splitting.py", *["notebooks/04_finetune.py"] * 4, "notebooks/05_baseline.py",
+               "notebooks/06_testing.py", "notebooks/07_saliency.py", "notebooks/08_comparison.py",
+               "notebooks/09_new_cells.py", "notebooks/10_rig_recordings.py"]
+
+
+def planned_pages(make_output: str) -> list[str]:
+    """Notebooks a ``make -n`` would execute: the runner's page runs, not its stamp checks, its timings table or
+    the lock that ``make paper`` holds around its inner make."""
+    runs = [line.split() for line in make_output.splitlines() if "sts_utils.pages.runner" in line]
+    runs = [w for w in runs if not {"--stamp", "--stamps", "--timings", "--locked"} & set(w)]
+    return [w[w.index("sts_utils.pages.runner") + 1] for w in runs]
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -13,16 +13,14 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import LATER_PAGES, ROOT, planned_pages
 
 sys.path.insert(0, str(ROOT / "tools"))
 import references  # noqa: E402  (tools/ is not a package)
 
 pytestmark = pytest.mark.integration
 
-LATER = ["notebooks/03_splitting.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py", "notebooks/04_finetune.py",
-         "notebooks/04_finetune.py", "notebooks/05_baseline.py", "notebooks/06_testing.py", "notebooks/07_saliency.py",
-         "notebooks/08_comparison.py", "notebooks/09_new_cells.py", "notebooks/10_rig_recordings.py"]
+LATER = LATER_PAGES
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +30,6 @@ def tiny(tmp_path_factory) -> Path:
     (folder / "paper.log").write_text(r.stdout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return folder
-
-
-def planned(out: str) -> list[str]:
-    """Notebooks a `make -n` would execute (parameter-stamp checks and the timings table are not executions)."""
-    lines = [line.split() for line in out.splitlines()
-             if "sts_utils.pages.runner" in line and "--stamp" not in line and "--timings" not in line]
-    return [words[words.index("sts_utils.pages.runner") + 1] for words in lines]
 
 
 def test_tiny_paper_reproduces_the_reference_tables(tiny):
@@ -72,7 +63,7 @@ def test_every_page_shows_its_figures_without_progress_bars_or_paths(tiny):
     """The executed pages hold every figure the run wrote, and no progress bar or object repr leaks onto them."""
     build, figs = tiny / "build" / "demo", tiny / "figures" / "demo"
     order = [line.split()[1] for line in (tiny / "paper.log").read_text().splitlines() if line.startswith("executed ")]
-    assert order == sorted(order) and len(order) == 13, order  # the run order is the numbering
+    assert len(order) == 13, order
     n_images = 0
     for page in sorted(build.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(page, as_version=4)
@@ -87,9 +78,27 @@ def test_every_page_shows_its_figures_without_progress_bars_or_paths(tiny):
     assert "[SIMULATED demo cohort]" in (figs / "results_table.md").read_text()
 
 
+def test_pages_run_side_by_side_each_after_its_inputs(tiny):
+    """`make paper` runs JOBS=2 pages at once; every page starts after the pages whose artifacts it reads."""
+    t = pd.read_csv(tiny / "build" / "demo" / "timings.csv")
+    start = dict(zip(t.page, pd.to_datetime(t.started_utc)))
+    end = dict(zip(t.page, pd.to_datetime(t.finished_utc)))
+    trainings = [p for p in t.page if p.startswith("04_finetune_")]
+    needs = {"02_scalograms": ["01_data_acquisition"], "03_splitting": ["02_scalograms"], "05_baseline": ["03_splitting"],
+             **{p: ["03_splitting"] for p in trainings}, "06_testing": [*trainings, "05_baseline"],
+             "07_saliency": ["06_testing"], "08_comparison": ["06_testing"], "09_new_cells": ["06_testing"],
+             "10_rig_recordings": ["09_new_cells"]}
+    second = pd.Timedelta(seconds=1)  # the file's times are whole seconds
+    for page, inputs in needs.items():
+        for before in inputs:
+            assert start[page] >= end[before] - second, f"{page} started before {before} finished"
+    overlaps = [(a, b) for a in t.page for b in t.page if a < b and start[b] + second < end[a] and start[a] + second < end[b]]
+    assert overlaps, "no two pages ran at once"
+
+
 def test_up_to_date_and_reruns_that_rerun(tiny):
     def make_n(*args):
-        return planned(references.run_tiny_paper(tiny, "-n", *args).stdout)
+        return planned_pages(references.run_tiny_paper(tiny, "-n", *args).stdout)
 
     # nothing to redo
     assert make_n("paper") == []

@@ -18,6 +18,7 @@ import pytest
 
 from sts_utils.core import parameters
 from sts_utils.pages import runner
+from tests.conftest import LATER_PAGES, planned_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -104,9 +105,7 @@ def test_check_stamps_reads_each_notebook_once(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------- make's plan
 
 BACKBONES = ["resnet18", "inception_v3", "densenet121", "mobilenet_v2"]
-LATER = ["notebooks/03_splitting.py", *["notebooks/04_finetune.py"] * 4, "notebooks/05_baseline.py",
-         "notebooks/06_testing.py", "notebooks/07_saliency.py", "notebooks/08_comparison.py", "notebooks/09_new_cells.py",
-         "notebooks/10_rig_recordings.py"]
+LATER = LATER_PAGES
 
 
 def fake_finished_tree(tmp_path):
@@ -135,12 +134,6 @@ def fake_finished_tree(tmp_path):
     return data, figures, build
 
 
-def planned(out):
-    lines = [line.split() for line in out.splitlines()
-             if "sts_utils.pages.runner" in line and not {"--stamp", "--stamps", "--timings", "--locked"} & set(line.split())]
-    return [words[words.index("sts_utils.pages.runner") + 1] for words in lines]
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_make_plans_from_the_stamps_with_one_check_per_call(tmp_path):
     data, figures, build = fake_finished_tree(tmp_path)
@@ -154,7 +147,7 @@ def test_make_plans_from_the_stamps_with_one_check_per_call(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert r.stdout.count("sts_utils.pages.runner --stamps") == 1, "one stamp check per make call"
         assert "sts_utils.pages.runner --stamp " not in r.stdout
-        return planned(r.stdout)
+        return planned_pages(r.stdout)
 
     assert make("paper") == []
     assert make("scalograms", "N_SCALES=128") == ["notebooks/02_scalograms.py"]
@@ -196,7 +189,7 @@ def test_an_output_that_is_not_a_target_reruns_its_stage_when_deleted_or_rewritt
     def plan():
         r = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        return planned(r.stdout)
+        return planned_pages(r.stdout)
 
     assert plan() == []
     if fault == "deleted":
@@ -230,10 +223,10 @@ def test_a_command_line_variable_no_page_declares_is_refused_in_one_line(tmp_pat
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "EPOCH (did you mean EPOCHS?): not a parameter of any page" in errors[0], r.stderr
-    assert planned(r.stdout) == []
+    assert planned_pages(r.stdout) == []
     # a parameter one page declares reaches that page's stamp only, and nothing else is forwarded
     r = subprocess.run([*base, "paper", "N_SCALES=128", "MODELS=x"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert planned(r.stdout) == ["notebooks/02_scalograms.py", *LATER]
+    assert planned_pages(r.stdout) == ["notebooks/02_scalograms.py", *LATER]
     assert "-p N_SCALES '128'" in r.stdout and "-p MODELS" not in r.stdout
