@@ -1,6 +1,6 @@
 # STS compendium: every figure and table from the notebooks, executed with papermill.
 #
-#   make paper                      # the whole paper on DATASET (default: demo, simulated), JOBS=2 pages at a time
+#   make paper                      # the whole paper on DATASET (default: demo, simulated), 2 pages at a time
 #   make train BACKBONE=densenet121 EPOCHS=5
 #   make paper DATASET=teeter2018   # real spike trains (files in data/teeter2018/raw/ or internet)
 #   make paper DATASET=mylab        # your own recordings, registered by data/mylab/dataset.yaml (README)
@@ -54,7 +54,7 @@ RUN = STS_DATA_DIR=$(DATA_DIR) $(PY) -m sts_utils.pages.runner
 	rig-recordings test-integration update-references lab bench clean clean-all
 
 help:
-	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen|<folder dataset>] [JOBS=2]  notebooks 01-09 (demo: and 10) -> figures/<dataset>/"
+	@echo "make paper [DATASET=demo|teeter2018|patchseq|celltypes|allen|<folder dataset>] [JOBS=auto|1|2]  notebooks 01-09 (demo: and 10) -> figures/<dataset>/"
 	@echo "make data | scalograms | splits | train BACKBONE=... | baseline | evaluate | saliency | comparison | new-cells | rig-recordings"
 	@echo "make export BACKBONE=...|all   model bundles;   make predict MODELS='...' INPUT=... OUT=...   classify new recordings"
 	@echo "make search BACKBONE=... N_WORKERS=k [OPTUNA_STORAGE=...]  hyperparameter search by k workers sharing one study"
@@ -97,12 +97,13 @@ lock:
 
 # `make paper` runs JOBS pages at once where the stages allow it (the four trainings and the baseline; then
 # saliency, comparison and new cells), each single-threaded in torch, so the numbers do not depend on JOBS or on
-# the machine's cores; JOBS=1 runs one page at a time (Binder's 2 GB hold one CNN page, not two). One lock on the
-# data folder is held for the whole run and shared by its pages. Page 10 (real rig recordings through the demo's
-# models) belongs to the demo's paper.
-JOBS ?= 2
+# the machine's cores. JOBS=auto: 2 where 2 CPUs and 4 GiB are there, else 1 (two CNN pages in Binder's 2 GB were
+# killed for memory). One lock on the data folder is held for the whole run and shared by its pages. Page 10
+# (real rig recordings through the demo's models) belongs to the demo's paper.
+JOBS ?= auto
 paper: | $(STAMP)
-	+@$(RUN) --locked $(DATASET) -p DATA_DIR $(DATA_DIR) -- $(MAKE) --no-print-directory -j$(JOBS) paper-pages
+	+@$(RUN) --locked $(DATASET) -p DATA_DIR $(DATA_DIR) -- $(MAKE) --no-print-directory \
+		-j$(if $(filter auto,$(JOBS)),$$($(PY) -m sts_utils.pages.runner --default-jobs),$(JOBS)) paper-pages
 	@echo "paper done: figures and tables in $(F)/, executed notebooks in $(B)/"
 	@$(PY) -m sts_utils.pages.runner --timings $(B)/timings.csv
 paper-pages: data scalograms splits train-all baseline evaluate saliency comparison new-cells $(if $(filter demo,$(DATASET)),rig-recordings)

@@ -23,11 +23,16 @@ LATER_PAGES = ["notebooks/03_splitting.py", *["notebooks/04_finetune.py"] * 4, "
 
 
 def planned_pages(make_output: str) -> list[str]:
-    """Notebooks a ``make -n`` would execute: the runner's page runs, not its stamp checks, its timings table or
-    the lock that ``make paper`` holds around its inner make."""
-    runs = [line.split() for line in make_output.splitlines() if "sts_utils.pages.runner" in line]
-    runs = [w for w in runs if not {"--stamp", "--stamps", "--timings", "--locked"} & set(w)]
-    return [w[w.index("sts_utils.pages.runner") + 1] for w in runs]
+    """Notebooks a ``make -n`` would execute: the runner's page runs (``runner notebooks/NN_x.py ...``), not its
+    stamp checks, timings table, default job count or the lock that ``make paper`` holds around its inner make."""
+    pages = []
+    for line in make_output.splitlines():
+        words = line.split()
+        if "sts_utils.pages.runner" in words[:-1]:
+            page = words[words.index("sts_utils.pages.runner") + 1]
+            if page.endswith(".py"):
+                pages.append(page)
+    return pages
 
 
 def in_ci() -> bool:

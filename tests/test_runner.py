@@ -6,6 +6,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sts_utils.core import config
 from sts_utils.pages.runner import TIMING_COLUMNS, main, module_dependencies, read_timings, record_timing, timings_table
 
 
@@ -135,3 +136,23 @@ def test_locked_runs_a_command_holding_the_data_folder_lock_shared_with_its_chil
     subprocess.run([sys.executable, "-m", "sts_utils.pages.runner", "--locked", "nosuch", "-p", "DATA_DIR", str(tmp_path),
                     "--", sys.executable, "-c", "pass"], cwd=ROOT, timeout=120, check=True)
     assert not (tmp_path / "nosuch").exists()
+
+
+def test_default_jobs_follow_the_cpus_and_memory_this_process_may_use(monkeypatch):
+    """make paper's JOBS=auto: 2 pages on 2 CPUs with 4 GiB or more; 1 in Binder's 2 GB (two CNN pages were
+    killed for memory there) or on one CPU (affinity or cgroup quota)."""
+    def machine(cpus, memory_gib, limits):
+        monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+        monkeypatch.setattr(config.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096,
+                                                                 "SC_PHYS_PAGES": int(memory_gib * 2**30 / 4096)}[name])
+        monkeypatch.setattr(config, "_cgroup_limit", lambda v1_controller, v1_file, v2_file: limits.get(v1_file))
+        return config.default_page_jobs()
+
+    assert machine(2, 24, {}) == 2
+    assert machine(16, 128, {}) == 2, "at most 2: more pages than that gain nothing here"
+    assert machine(2, 24, {"memory.limit_in_bytes": str(2 * 2**30)}) == 1  # Binder
+    assert machine(2, 3, {}) == 1
+    assert machine(1, 24, {}) == 1
+    assert machine(8, 24, {"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000"}) == 1
+    assert machine(8, 24, {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"}) == 2  # no quota
+    assert main(["--default-jobs"]) == 0

@@ -77,6 +77,52 @@ BACKBONES: tuple[str, ...] = ("resnet18", "inception_v3", "densenet121", "mobile
 DEFAULT_IMAGE_SIZE = {"resnet18": 224, "inception_v3": 299, "densenet121": 224, "mobilenet_v2": 224}
 
 
+#: Memory one page running beside another may need (GiB): an InceptionV3 page at the demo's sizes peaks near 1 GiB
+#: of its own, and two such pages in Binder's 2 GB were killed for memory (measured in a 2 GB cgroup).
+GIB_PER_PARALLEL_PAGE = 2.0
+
+
+def _cgroup_limit(v1_controller: str, v1_file: str, v2_file: str) -> str | None:
+    """The content of this process's own cgroup limit file (cgroup v2, or v1's ``v1_controller``); None without one."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # the v2 (unified) hierarchy
+            candidate = Path("/sys/fs/cgroup" + path) / v2_file
+        elif v1_controller in controllers.split(","):
+            candidate = Path(f"/sys/fs/cgroup/{v1_controller}{path}") / v1_file
+        else:
+            continue
+        if candidate.is_file():
+            return candidate.read_text().strip()
+    return None
+
+
+def default_page_jobs(max_jobs: int = 2) -> int:
+    """How many pages ``make paper`` runs at once when ``JOBS`` is not given: at most ``max_jobs``, no more than the
+    CPUs this process may use (affinity and cgroup quota), and :data:`GIB_PER_PARALLEL_PAGE` of memory (the
+    smaller of the machine's and the cgroup's) per page; at least 1 (Binder: 2 GB, so 1)."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_limit("cpu", "cpu.cfs_quota_us", "cpu.max")
+    period = _cgroup_limit("cpu", "cpu.cfs_period_us", "cpu.max")
+    try:
+        if quota and " " in quota:  # v2: "max 100000" or "200000 100000"
+            q, per = quota.split()
+            cpus = min(cpus, int(int(q) / int(per))) if q != "max" else cpus
+        elif quota and period and int(quota) > 0:
+            cpus = min(cpus, int(int(quota) / int(period)))
+    except ValueError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = _cgroup_limit("memory", "memory.limit_in_bytes", "memory.max")
+    if limit and limit.isdigit():
+        memory = min(memory, int(limit))
+    return max(1, min(max_jobs, cpus, int(memory / (GIB_PER_PARALLEL_PAGE * 2**30))))
+
+
 def check_choice(value: Any, choices: Iterable[Any], what: str) -> Any:
     """``value`` when it is one of ``choices``; else a one-line ``ValueError`` naming ``what`` and the choices."""
     choices = tuple(choices)

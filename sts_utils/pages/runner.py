@@ -33,6 +33,9 @@ Two more modes serve the Makefile:
     runs COMMAND (``make paper``'s inner make, which runs ``JOBS`` pages at once) holding the dataset's
     data folder lock; the pages it starts share it (``STS_LOCK_HELD``), and another run on the folder is
     refused as before. A name that is no dataset takes no lock (its first page says what is wrong).
+``--default-jobs``
+    prints how many pages ``make paper`` runs at once when ``JOBS`` is not given
+    (:func:`sts_utils.core.config.default_page_jobs`: 2 on 2 CPUs with 4 GiB, 1 in Binder's 2 GB).
 ``--target FILE``
     with a notebook to execute: the stage's make target. A run that fails after writing it removes it
     (make's own deletion is switched off for stage targets, because make also deletes a target that
@@ -55,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 
-from sts_utils.core.config import FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, figures_dir, is_known_dataset
+from sts_utils.core.config import (FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, default_page_jobs, figures_dir,
+                                   is_known_dataset)
 from sts_utils.core.errors import DataDirLocked
 from sts_utils.core.io import data_dir_lock, folder_update_lock, write_text_atomic
 from sts_utils.core.parameters import declared_parameters, parse_value, source_parameters, undeclared_parameters
@@ -410,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default=None, help="the stage's make target, removed when a run that wrote it fails")
     ap.add_argument("--locked", default=None, metavar="DATASET",
                     help="run the command after -- holding the dataset's data folder lock")
+    ap.add_argument("--default-jobs", action="store_true", help="print how many pages make paper runs at once by default")
     args = ap.parse_args(argv)
+    if args.default_jobs:
+        print(default_page_jobs())
+        return 0
     if args.locked:
         if not args.source:
             ap.error("--locked DATASET [-p DATA_DIR D] -- COMMAND ...: give the command")
