@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 import pytest
 from optuna.trial import TrialState
 
@@ -283,3 +284,38 @@ def test_make_search_refuses_a_name_the_training_page_does_not_declare(tmp_path)
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith("error: --param N_SCALES (did you mean N_TRIALS?): not a setting of notebooks/04_finetune.py; "
                            "its settings are BATCH_SIZE, CLASS_WEIGHTS, COMPILE,")
+
+
+OPEN_STORAGE = """
+import sys, time
+from sts_utils.data.studies import open_storage
+while time.time() < float(sys.argv[2]):  # start together
+    time.sleep(0.001)
+open_storage(sys.argv[1])
+"""
+
+
+def test_workers_opening_an_empty_database_at_once_all_get_the_storage(postgres_url):
+    """Workers of a cluster started at once each create Optuna's schema on the empty database; the ones that lose
+    that race (a unique-key violation, seen in CI) open the storage again instead of failing."""
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORAGE, postgres_url, str(start)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(e[-500:] for e in errors if e)
+    assert isinstance(studies.open_storage(postgres_url), optuna.storages.RDBStorage)
+
+
+def test_a_schema_race_on_opening_is_retried_not_fatal(postgres_url, monkeypatch):
+    """What the losers of that race meet, made certain: the first opening fails on the schema's unique keys."""
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key value"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    assert isinstance(studies.open_storage(postgres_url), real) and len(calls) == 2

@@ -93,6 +93,10 @@ def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
+#: Openings of an RDB storage tried when another process is creating the same database's schema at that moment.
+SCHEMA_ATTEMPTS = 5
+
+
 def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
     """An Optuna storage: RDB for a URL, a journal file (process-safe lock) for a path.
 
@@ -110,9 +114,17 @@ def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> opt
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                return optuna.storages.RDBStorage(spec, heartbeat_interval=int(heartbeat_s),
-                                                  grace_period=3 * int(heartbeat_s),
-                                                  heartbeat_stale_trial_callback=retry_callback())
+                for attempt in range(SCHEMA_ATTEMPTS):
+                    try:
+                        return optuna.storages.RDBStorage(spec, heartbeat_interval=int(heartbeat_s),
+                                                          grace_period=3 * int(heartbeat_s),
+                                                          heartbeat_stale_trial_callback=retry_callback())
+                    except sqlalchemy.exc.IntegrityError:
+                        # workers started at once on an empty database each create Optuna's schema, and all but
+                        # one fail on its unique keys (seen in CI: alembic_version); the schema is there now
+                        if attempt == SCHEMA_ATTEMPTS - 1:
+                            raise
+                        time.sleep(0.5 * (attempt + 1))
             except ModuleNotFoundError as exc:  # SQLAlchemy imports the URL's driver here
                 raise ModuleNotFoundError(
                     f"no database driver for {spec.split('://')[0]}:// ({exc}); for PostgreSQL install the postgres "

@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = resolve_profile(args.profile, args.dataset, args.backbone, overrides, cuda_available=bool(gpus),
                           default_seed=args.seed)
     spec, _ = storage_spec(args.storage, args.dataset, args.backbone, args.data_dir)
+    open_storage(spec)  # creates a database's schema (or the journal file) once, before the workers open it at once
     name = study_name(args.dataset, args.backbone, run, data_hashes(args.dataset, args.data_dir), args.repeat)
     envs = worker_envs(args.n_workers, gpus, args.trials_per_gpu)
     run_json = json.dumps({k: v for k, v in run.items()}, default=list)
