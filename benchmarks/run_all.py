@@ -31,14 +31,14 @@ def page_rows(timings_csv: Path) -> list[dict]:
     """One row per page: its seconds in this run, and the ratio to the same page before issue 27."""
     if not timings_csv.is_file():
         return []
-    now = pd.read_csv(timings_csv).set_index("page")["seconds"]
+    table = pd.read_csv(timings_csv)
+    now = table.set_index("page")["seconds"]
     before = pd.read_csv(BEFORE).set_index("page")["seconds"]
     rows = []
     for page in sorted(now.index):
         ratio = before.get(page, float("nan")) / now[page]
         rows.append({"benchmark": f"page {page}", "metric": "seconds (speedup vs 6c2500a; pages now run side by side)",
                      "value": f"{now[page]:.0f} ({ratio:.1f}x)", "goal": "—", "ok": None})
-    table = pd.read_csv(timings_csv)
     if "started_utc" in table:  # the pages' wall span against 6c2500a's pages, which ran one at a time
         span_s = (pd.to_datetime(table["finished_utc"]).max() - pd.to_datetime(table["started_utc"]).min()).total_seconds()
         rows.append({"benchmark": "pages' wall span", "metric": "seconds (speedup vs 6c2500a's total)",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from tests.test_environment import lock_pins, sync_pins
+from tests.test_environment import lock_pins, make_plan, sync_pins
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
@@ -79,8 +79,7 @@ def test_postbuild_registers_kernel_and_viewer():
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_make_env_sets_the_same_viewer():
     """`make env` registers the `sts` kernel and sets jupytext's viewer, as postBuild does."""
-    plan = subprocess.run(["make", "--no-print-directory", "-n", "env", "VENV=/nonexistent/venv"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    plan = make_plan("env")
     assert any("-m ipykernel install --sys-prefix --name sts " in line for line in plan)
     assert any("jupytext-config --settings-file" in line and line.removesuffix(" >/dev/null").endswith("set-default-viewer python")
                for line in plan)

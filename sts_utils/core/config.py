@@ -106,14 +106,13 @@ def default_page_jobs(max_jobs: int = 2) -> int:
     CPUs this process may use (affinity and cgroup quota), and :data:`GIB_PER_PARALLEL_PAGE` of memory (the
     smaller of the machine's and the cgroup's) per page; at least 1 (Binder: 2 GB, so 1)."""
     cpus = len(os.sched_getaffinity(0))
-    quota = _cgroup_limit("cpu", "cpu.cfs_quota_us", "cpu.max")
-    period = _cgroup_limit("cpu", "cpu.cfs_period_us", "cpu.max")
+    quota = _cgroup_limit("cpu", "cpu.cfs_quota_us", "cpu.max")  # v2: "max 100000" or "200000 100000"
+    if quota and " " not in quota:  # v1: the period is a file of its own; -1 is no quota
+        quota = f"{quota} {_cgroup_limit('cpu', 'cpu.cfs_period_us', 'cpu.max')}"
     try:
-        if quota and " " in quota:  # v2: "max 100000" or "200000 100000"
-            q, per = quota.split()
-            cpus = min(cpus, int(int(q) / int(per))) if q != "max" else cpus
-        elif quota and period and int(quota) > 0:
-            cpus = min(cpus, int(int(quota) / int(period)))
+        q, period = quota.split() if quota else ("max", "1")
+        if q not in ("max", "-1"):
+            cpus = min(cpus, int(int(q) / int(period)))
     except ValueError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

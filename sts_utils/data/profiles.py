@@ -30,8 +30,6 @@ import os
 from sts_utils.core.config import DEFAULT_IMAGE_SIZE, check_backbone, check_choice, dataset_dir
 from sts_utils.core.io import file_sha256
 
-#: Image size of each backbone in the paper (torchvision's input sizes).
-
 #: Search spaces: ``name -> (kind, ...)`` with kind ``categorical`` (values), ``log`` / ``float`` / ``int`` (low, high).
 SPACES: dict[str, dict[str, tuple]] = {
     # the compendium's own small space (cpu_small and gpu_small profiles)
@@ -105,6 +103,8 @@ def settings_key(parameter: str) -> str:
     """The key of a run's settings that a training-page parameter sets: its name in lower case
     (``EPOCHS`` -> ``epochs``), except ``TRAIN_SEED`` -> ``seed`` (``SEED`` is the compendium's)."""
     return "seed" if parameter == "TRAIN_SEED" else parameter.lower()
+
+
 #: Settings that change neither the data nor the search, so they are left out of the study name.
 _NOT_IN_NAME = ("n_trials", "device", "compile", "profile")
 

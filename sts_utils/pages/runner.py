@@ -57,7 +57,6 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-
 from sts_utils.core.config import (FIGURES_PREFIX, STAGE_OUTPUTS, dataset_dir, default_page_jobs, figures_dir,
                                    is_known_dataset)
 from sts_utils.core.errors import DataDirLocked

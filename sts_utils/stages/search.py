@@ -111,21 +111,25 @@ def parse_param(text: str, accepted: Iterable[str] | None = None) -> tuple[str, 
     if "=" not in text:
         raise ValueError(f"--param needs NAME=VALUE, got {text!r}")
     name, raw = (part.strip() for part in text.split("=", 1))
-    if accepted is None:
-        accepted = [p for p in training_page_parameters() if p not in PAGE_ONLY_PARAMETERS]
-    accepted = sorted(accepted)
+    accepted = sorted(training_settings() if accepted is None else accepted)
     if name not in accepted:
         close = difflib.get_close_matches(name, accepted, n=1)
         raise ValueError(f"--param {name}{f' (did you mean {close[0]}?)' if close else ''}: not a setting of {TRAINING_PAGE}; "
                          f"its settings are {', '.join(accepted)}")
+    key = settings_key(name)
     if raw in ("None", "null", ""):  # papermill's None; the string "none" (PRETRAINED=none) stays a string
-        return settings_key(name), None
+        return key, None
     if raw.lower() in ("true", "false"):
-        return settings_key(name), raw.lower() == "true"
+        return key, raw.lower() == "true"
     try:
-        return settings_key(name), ast.literal_eval(raw)
+        return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        return settings_key(name), raw
+        return key, raw
+
+
+def training_settings() -> list[str]:
+    """The training page's parameters that are settings of a run (what ``--param`` accepts)."""
+    return [p for p in training_page_parameters() if p not in PAGE_ONLY_PARAMETERS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +184,8 @@ def cli_overrides(args: argparse.Namespace) -> dict:
             raise SystemExit(f"--{option} {given} and --param {text} disagree: give the setting once")
         setattr(args, option, value.strip() or None)
     try:
-        overrides = dict(parse_param(p) for p in settings)
+        accepted = training_settings() if settings else []  # the page is read once, and only when needed
+        overrides = dict(parse_param(p, accepted) for p in settings)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     for key, option in (("n_trials", "--n-trials"), ("pruner", "--pruner")):
