@@ -307,15 +307,33 @@ def test_workers_opening_an_empty_database_at_once_all_get_the_storage(postgres_
     assert isinstance(studies.open_storage(postgres_url), optuna.storages.RDBStorage)
 
 
-def test_a_schema_race_on_opening_is_retried_not_fatal(postgres_url, monkeypatch):
-    """What the losers of that race meet, made certain: the first opening fails on the schema's unique keys."""
+@pytest.mark.parametrize("lost", [
+    sqlalchemy.exc.IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key value violates unique "
+                                                                              "constraint")),
+    sqlalchemy.exc.ProgrammingError("CREATE TYPE studydirection", {}, Exception('type "studydirection" already exists')),
+])
+def test_a_schema_race_on_opening_is_retried_not_fatal(postgres_url, monkeypatch, lost):
+    """What the losers of that race meet (both seen in CI), made certain: the first opening fails on the schema."""
     real, calls = optuna.storages.RDBStorage, []
 
     def racing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            raise sqlalchemy.exc.IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key value"))
+            raise lost
         return real(*args, **kwargs)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
     assert isinstance(studies.open_storage(postgres_url), real) and len(calls) == 2
+
+
+def test_another_database_error_on_opening_is_not_retried(monkeypatch):
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception("permission denied for schema public"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", failing)
+    with pytest.raises(sqlalchemy.exc.ProgrammingError, match="permission denied"):
+        studies.open_storage("postgresql+psycopg://nobody@localhost/none")
+    assert len(calls) == 1

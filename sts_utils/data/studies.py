@@ -97,6 +97,16 @@ def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
 SCHEMA_ATTEMPTS = 5
 
 
+def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """Whether opening a database failed because another process was creating Optuna's schema at that moment.
+
+    Workers started at once on an empty database each create it; the others then fail on a unique key
+    (``alembic_version``: an IntegrityError) or on an object that now exists (PostgreSQL's ``type
+    "studydirection" already exists``: a ProgrammingError), both seen in CI. The schema is there then.
+    """
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc.orig)
+
+
 def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
     """An Optuna storage: RDB for a URL, a journal file (process-safe lock) for a path.
 
@@ -119,10 +129,9 @@ def open_storage(spec: str | os.PathLike, heartbeat_s: int = HEARTBEAT_S) -> opt
                         return optuna.storages.RDBStorage(spec, heartbeat_interval=int(heartbeat_s),
                                                           grace_period=3 * int(heartbeat_s),
                                                           heartbeat_stale_trial_callback=retry_callback())
-                    except sqlalchemy.exc.IntegrityError:
-                        # workers started at once on an empty database each create Optuna's schema, and all but
-                        # one fail on its unique keys (seen in CI: alembic_version); the schema is there now
-                        if attempt == SCHEMA_ATTEMPTS - 1:
+                    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                            sqlalchemy.exc.OperationalError) as exc:
+                        if not _lost_schema_race(exc) or attempt == SCHEMA_ATTEMPTS - 1:
                             raise
                         time.sleep(0.5 * (attempt + 1))
             except ModuleNotFoundError as exc:  # SQLAlchemy imports the URL's driver here
